@@ -1,0 +1,465 @@
+import warnings
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, BasePolicy, MultiInputActorCriticPolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, RolloutBufferSamples, Schedule
+from stable_baselines3.common.utils import FloatSchedule, explained_variance
+from torch.nn import functional as F
+
+from sb3_ppo_variants.atomic import atomic_save
+from sb3_ppo_variants.checks import check_bool, check_number, check_optional, check_positive_or_schedule
+from sb3_ppo_variants.objectives import PolicyBatch, SurrogateObjective, check_objective, make_objective
+from sb3_ppo_variants.old_policy import OldPolicy, minibatches_with_indices
+from sb3_ppo_variants.update_stats import NonFiniteLossError, UpdateStats
+
+SelfPPOVariant = TypeVar("SelfPPOVariant", bound="PPOVariant")
+
+
+def clone_tensors(state: Any) -> Any:
+    """Copy of nested dicts/lists/tuples (state dicts) with every tensor cloned; ~4x faster than ``copy.deepcopy``."""
+    if isinstance(state, th.Tensor):
+        return state.clone()
+    if isinstance(state, dict):
+        return {key: clone_tensors(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(clone_tensors(value) for value in state)
+    return state
+
+
+class PPOVariant(OnPolicyAlgorithm):
+    """
+    Proximal Policy Optimization with a selectable surrogate objective: every objective of the PPO paper
+    (clipped, adaptive KL penalty, fixed KL penalty, no clipping or penalty) or a user-defined one.
+
+    Paper: https://arxiv.org/abs/1707.06347. With ``objective="clip"`` (the default) training is the same as SB3's
+    ``PPO`` for the same seed and hyperparameters. Every argument of SB3 ``PPO`` is accepted with the same name,
+    meaning and default.
+
+    :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy)
+    :param env: The environment to learn from (if registered in Gym, can be str)
+    :param learning_rate: The learning rate, it can be a function of the current progress remaining (from 1 to 0)
+    :param n_steps: The number of steps to run for each environment per update
+        (i.e. rollout buffer size is n_steps * n_envs where n_envs is number of environment copies running in parallel)
+    :param batch_size: Minibatch size
+    :param n_epochs: Number of epochs when optimizing the surrogate loss
+    :param gamma: Discount factor
+    :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator
+    :param clip_range: ε of the clipped objective, a number or a function of the current progress remaining.
+        Also the threshold of the ``train/clip_fraction`` diagnostic for every objective.
+    :param clip_range_vf: Clipping parameter for the value function, a number or a function of the progress
+        remaining. ``None`` (default): no clipping. This clipping depends on the reward scaling.
+    :param normalize_advantage: Whether to normalize the advantage per minibatch (note: this sets the scale of
+        r·Â against which the KL penalty β·KL competes)
+    :param ent_coef: Entropy coefficient for the loss calculation
+    :param vf_coef: Value function coefficient for the loss calculation
+    :param max_grad_norm: The maximum value for the gradient clipping
+    :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
+        instead of action noise exploration (default: False)
+    :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE
+        Default: -1 (only sample at the beginning of the rollout)
+    :param rollout_buffer_class: Rollout buffer class to use. If ``None``, it will be automatically selected.
+    :param rollout_buffer_kwargs: Keyword arguments to pass to the rollout buffer on creation
+    :param target_kl: SB3's early stopping: stop the epochs of an update when the approximate KL of a minibatch
+        exceeds ``1.5 * target_kl``. ``None`` (default): no early stopping. Not the adaptive penalty's ``kl_target``.
+    :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
+        the reported success rate, mean episode length, and mean reward over
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param verbose: Verbosity level: 0 for no output, 1 for info messages (such as device or wrappers used), 2 for
+        debug messages
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run.
+        Setting it to auto, the code will be run on the GPU if possible.
+    :param objective: The surrogate objective: ``"clip"`` (L^CLIP, default), ``"adaptive_kl"`` (L^KLPEN, adaptive β),
+        ``"fixed_kl"`` (L^KLPEN, constant β), ``"none"`` (L^CPI), or an object implementing
+        :class:`~sb3_ppo_variants.objectives.SurrogateObjective` (its own settings then win over the arguments below).
+    :param kl_coef: β of ``"fixed_kl"``, and the initial β of ``"adaptive_kl"`` (the paper starts at 1). Ignored by
+        the other objectives. The current β is ``model.kl_coef``.
+    :param kl_target: d_targ of ``"adaptive_kl"``: β is halved when the update's mean KL is below ``kl_target / 1.5``
+        and doubled when above ``1.5 * kl_target``. A number or a function of the progress remaining. Ignored by the
+        other objectives. Not SB3's ``target_kl`` (early stopping).
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": ActorCriticPolicy,
+        "CnnPolicy": ActorCriticCnnPolicy,
+        "MultiInputPolicy": MultiInputActorCriticPolicy,
+    }
+
+    objective: SurrogateObjective
+
+    def __init__(
+        self,
+        policy: str | type[ActorCriticPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 3e-4,
+        n_steps: int = 2048,
+        batch_size: int = 64,
+        n_epochs: int = 10,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        clip_range: float | Schedule = 0.2,
+        clip_range_vf: float | Schedule | None = None,
+        normalize_advantage: bool = True,
+        ent_coef: float = 0.0,
+        vf_coef: float = 0.5,
+        max_grad_norm: float = 0.5,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
+        target_kl: float | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        objective: "str | SurrogateObjective" = "clip",
+        kl_coef: float = 1.0,
+        kl_target: float | Schedule = 0.01,
+        _init_setup_model: bool = True,
+    ):
+        # Validate everything before SB3 creates environments or networks.
+        self._check_arguments(locals())
+        built_objective = make_objective(objective, clip_range=clip_range, kl_coef=kl_coef, kl_target=kl_target)
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            _init_setup_model=False,
+            supported_action_spaces=(spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
+        )
+        if self.env is not None:
+            self._check_rollout_size(batch_size, normalize_advantage)
+        self.batch_size = batch_size
+        self.n_epochs = n_epochs
+        self.clip_range = clip_range
+        self.clip_range_vf = clip_range_vf
+        self.normalize_advantage = normalize_advantage
+        self.target_kl = target_kl
+        self.objective = built_objective
+        self._initial_kl_coef = float(kl_coef)
+        self.kl_target = kl_target
+
+        if _init_setup_model:
+            self._setup_model()
+
+    @staticmethod
+    def _check_arguments(arguments: dict[str, Any]) -> None:
+        """Reject bad constructor arguments with an error naming the parameter, the value and the accepted range."""
+        check_objective(arguments["objective"])
+        check_positive_or_schedule("learning_rate", arguments["learning_rate"])
+        for name in ("n_steps", "batch_size", "n_epochs", "stats_window_size"):
+            check_number(name, arguments[name], low=1, integer=True)
+        for name in ("gamma", "gae_lambda"):
+            check_number(name, arguments[name], low=0.0, high=1.0)
+        for name in ("ent_coef", "vf_coef", "kl_coef"):
+            check_number(name, arguments[name], low=0.0)
+        check_number("max_grad_norm", arguments["max_grad_norm"], low=0.0, low_inclusive=False)
+        check_positive_or_schedule("clip_range", arguments["clip_range"])
+        check_optional(check_positive_or_schedule, "clip_range_vf", arguments["clip_range_vf"])
+        check_positive_or_schedule("kl_target", arguments["kl_target"])
+        check_optional(check_number, "target_kl", arguments["target_kl"], low=0.0, low_inclusive=False)
+        for name in ("normalize_advantage", "use_sde"):
+            check_bool(name, arguments[name])
+        check_number("sde_sample_freq", arguments["sde_sample_freq"], low=-1, integer=True)
+        check_number("verbose", arguments["verbose"], low=0, integer=True)
+        check_optional(check_number, "seed", arguments["seed"], low=0, high=2**32 - 1, integer=True)
+        if arguments["normalize_advantage"] and arguments["batch_size"] < 2:
+            raise ValueError(
+                f"batch_size must be >= 2 when normalize_advantage=True (got {arguments['batch_size']}), "
+                "see https://github.com/DLR-RM/stable-baselines3/issues/440"
+            )
+        buffer_class = arguments["rollout_buffer_class"]
+        if buffer_class is not None and not (isinstance(buffer_class, type) and issubclass(buffer_class, RolloutBuffer)):
+            raise TypeError(f"rollout_buffer_class must be a subclass of RolloutBuffer or None, got {buffer_class!r}")
+        for name in ("rollout_buffer_kwargs", "policy_kwargs"):
+            if arguments[name] is not None and not isinstance(arguments[name], dict):
+                raise TypeError(f"{name} must be a dict or None, got {arguments[name]!r}")
+
+    def _check_rollout_size(self, batch_size: int, normalize_advantage: bool) -> None:
+        assert self.env is not None
+        buffer_size = self.env.num_envs * self.n_steps
+        # Advantage normalisation of a single sample divides by a zero std (SB3 asserts the same).
+        if normalize_advantage and buffer_size < 2:
+            raise ValueError(
+                f"n_steps * n_envs must be >= 2 when normalize_advantage=True, got n_steps={self.n_steps} "
+                f"and n_envs={self.env.num_envs}"
+            )
+        if buffer_size % batch_size > 0:
+            warnings.warn(
+                f"batch_size={batch_size} does not divide the rollout size n_steps * n_envs = {buffer_size}: every "
+                f"epoch ends with a truncated minibatch of {buffer_size % batch_size} samples.",
+                stacklevel=3,
+            )
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        # Schedules for policy/value clipping, as in SB3 PPO.
+        self.clip_range = FloatSchedule(self.clip_range)
+        if self.clip_range_vf is not None:
+            self.clip_range_vf = FloatSchedule(self.clip_range_vf)
+        # torch defaults to its single-tensor (for-loop) optimizer code on CPU. The multi-tensor (foreach) code gives
+        # the same numbers (the parity tests check it) and is faster for the many small tensors of an MLP policy.
+        if "foreach" not in self.policy_kwargs.get("optimizer_kwargs", {}):
+            for group in self.policy.optimizer.param_groups:
+                if "foreach" in group and group["foreach"] is None:
+                    group["foreach"] = True
+        # A loaded model carries its objective object (with its β); a name is only left after `load(objective=...)`.
+        self.objective = make_objective(
+            self.objective, clip_range=self.clip_range, kl_coef=self._initial_kl_coef, kl_target=self.kl_target
+        )
+
+    @property
+    def kl_coef(self) -> float:
+        """Current β of the KL penalty: adapted after each update by ``"adaptive_kl"``, 0 for objectives without one."""
+        objective = self.__dict__.get("objective")
+        if objective is None or isinstance(objective, str):
+            return self._initial_kl_coef
+        return float(objective.kl_coef)
+
+    @kl_coef.setter
+    def kl_coef(self, value: float) -> None:
+        check_number("kl_coef", value, low=0.0)
+        self.objective.kl_coef = float(value)
+
+    def train(self) -> None:
+        """
+        Update policy using the currently gathered rollout buffer: ``n_epochs`` passes of minibatch gradient steps on
+        the objective's loss, then one end-of-update step of the objective (the adaptive β rule).
+
+        The update is all-or-nothing: if it fails (a non-finite loss, or any exception) the policy and optimizer are
+        restored to their state before it.
+        """
+        # π_old, frozen for the whole update (captured while the policy is still in the evaluation mode it collected
+        # the rollout in), and the state to go back to if the update fails.
+        old_policy = OldPolicy.from_rollout(self.policy, self.rollout_buffer, self.batch_size)
+        last_good_state = clone_tensors((self.policy.state_dict(), self.policy.optimizer.state_dict()))
+
+        # Switch to train mode (this affects batch norm / dropout)
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        progress_remaining = self._current_progress_remaining
+        clip_range = self.clip_range(progress_remaining)  # type: ignore[operator]
+        clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(progress_remaining)  # type: ignore[operator]
+        self.objective.begin_update(progress_remaining)
+        kl_coef = self.kl_coef  # β used by this update (the adaptive rule changes it at the end)
+        stats = UpdateStats()
+        try:
+            self._run_epochs(stats, old_policy, clip_range, clip_range_vf)
+            # d of the adaptive rule: mean exact KL over the rollout, with the updated policy (paper §4).
+            mean_kl = old_policy.mean_kl(self.policy)
+            gradient_norm = th.stack(stats.gradient_norms).mean() if stats.gradient_norms else th.zeros(())
+            table, (mean_kl_value, gradient_norm_value) = stats.read(mean_kl, gradient_norm)  # the update's host sync
+            self._raise_if_nonfinite(stats, table, {"train/kl": mean_kl_value, "gradient norm": gradient_norm_value})
+        except BaseException as error:
+            self._restore(last_good_state)
+            # NaN parameters make torch's distribution checks raise before the end of the update: report the cause.
+            if not isinstance(error, NonFiniteLossError) and len(stats) > 0:
+                self._raise_if_nonfinite(stats, stats.read()[0], {}, cause=error)
+            raise
+
+        self.objective.end_update(mean_kl_value)
+        self._record(stats, table, clip_range, clip_range_vf, mean_kl_value, kl_coef, gradient_norm_value, old_policy)
+
+    def _run_epochs(self, stats: UpdateStats, old_policy: OldPolicy, clip_range: float, clip_range_vf: float | None) -> None:
+        """The ``n_epochs`` passes of minibatch gradient steps, recording each minibatch's loss terms in ``stats``."""
+        continue_training = True
+        for epoch in range(self.n_epochs):
+            for rollout_data, batch_indices in minibatches_with_indices(self.rollout_buffer, self.batch_size):
+                loss, terms = self._minibatch_loss(rollout_data, batch_indices, old_policy, clip_range, clip_range_vf)
+                stats.add(epoch, terms)
+
+                # SB3's early stopping (see SB3 PPO and https://github.com/DLR-RM/stable-baselines3/issues/417).
+                # Data-dependent control flow needs the value on the host, so this is the one per-minibatch sync, and
+                # only when target_kl is set.
+                if self.target_kl is not None and terms["approx_kl"].item() > 1.5 * self.target_kl:
+                    continue_training = False
+                    if self.verbose >= 1:
+                        print(f"Early stopping at step {epoch} due to reaching max kl: {terms['approx_kl'].item():.2f}")
+                    break
+
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                stats.gradient_norms.append(th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm))
+                self.policy.optimizer.step()
+
+            self._n_updates += 1
+            if not continue_training:
+                break
+
+    def _minibatch_loss(
+        self,
+        rollout_data: RolloutBufferSamples,
+        batch_indices: th.Tensor,
+        old_policy: OldPolicy,
+        clip_range: float,
+        clip_range_vf: float | None,
+    ) -> tuple[th.Tensor, dict[str, th.Tensor]]:
+        """
+        Total loss of one minibatch, and its named terms: SB3's ``train/*`` scalars, then the objective's diagnostics.
+        """
+        actions = rollout_data.actions
+        if isinstance(self.action_space, spaces.Discrete):
+            # Convert discrete action from float to long
+            actions = rollout_data.actions.long().flatten()
+
+        values, log_prob, entropy = self.policy.evaluate_actions(rollout_data.observations, actions)
+        values = values.flatten()
+        # SB3 distributions are filled in place: evaluate_actions() left π_θ for this minibatch in policy.action_dist,
+        # so the exact KL needs no second forward pass.
+        new_distribution = self.policy.action_dist
+
+        advantages = rollout_data.advantages
+        # Normalization does not make sense if mini batchsize == 1, see SB3 GH issue #325
+        if self.normalize_advantage and len(advantages) > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+        # ratio between old and new policy, should be one at the first iteration
+        log_ratio = log_prob - rollout_data.old_log_prob
+        ratio = th.exp(log_ratio)
+        kl = old_policy.kl(batch_indices, new_distribution, log_prob) if self.objective.requires_kl else None
+        objective_output = self.objective.loss(PolicyBatch(ratio=ratio, advantages=advantages, kl=kl))
+        policy_loss = objective_output.loss
+
+        if clip_range_vf is None:
+            values_pred = values
+        else:
+            # Clip the difference between old and new value. NOTE: this depends on the reward scaling
+            values_pred = rollout_data.old_values + th.clamp(values - rollout_data.old_values, -clip_range_vf, clip_range_vf)
+        # Value loss using the TD(gae_lambda) target
+        value_loss = F.mse_loss(rollout_data.returns, values_pred)
+
+        # Entropy loss favors exploration; approximate entropy when there is no analytical form
+        entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+
+        loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+
+        with th.no_grad():
+            # SB3's diagnostics: k3 estimate of KL[π_old ‖ π_θ] on the taken actions
+            # (http://joschu.net/blog/kl-approx.html), and the fraction of ratios outside the clip range.
+            approx_kl = th.mean(th.expm1(log_ratio) - log_ratio)
+            clip_fraction = th.mean((th.abs(ratio - 1) > clip_range).float())
+        terms = {
+            "policy_gradient_loss": policy_loss,
+            "value_loss": value_loss,
+            "entropy_loss": entropy_loss,
+            "approx_kl": approx_kl,
+            "clip_fraction": clip_fraction,
+            "loss": loss,
+            **objective_output.diagnostics,
+        }
+        return loss, terms
+
+    def _restore(self, state: tuple[dict[str, Any], dict[str, Any]]) -> None:
+        policy_state, optimizer_state = state
+        self.policy.load_state_dict(policy_state)
+        self.policy.optimizer.load_state_dict(optimizer_state)
+
+    def _raise_if_nonfinite(
+        self, stats: UpdateStats, table: np.ndarray, others: dict[str, float], cause: BaseException | None = None
+    ) -> None:
+        """Raise :class:`NonFiniteLossError` naming the first non-finite loss term of the update, if any."""
+        first_bad = stats.first_nonfinite(table)
+        if first_bad is not None:
+            epoch, minibatch, names = first_bad
+            where = f"{', '.join(names)} in epoch {epoch}, minibatch {minibatch} of the update"
+        else:
+            bad_others = [name for name, value in others.items() if not np.isfinite(value)]
+            if not bad_others:
+                return
+            where = ", ".join(bad_others)
+        raise NonFiniteLossError(
+            f"Non-finite value ({where}) at timestep {self.num_timesteps}, objective {self.objective!r}. "
+            "Training stopped; the policy and optimizer were restored to their state before this update."
+        ) from cause
+
+    def _record(
+        self,
+        stats: UpdateStats,
+        table: np.ndarray,
+        clip_range: float,
+        clip_range_vf: float | None,
+        mean_kl: float,
+        kl_coef: float,
+        gradient_norm: float,
+        old_policy: OldPolicy,
+    ) -> None:
+        """Log SB3 PPO's ``train/*`` keys (same meaning) and this package's."""
+        means = stats.means(table, last_epoch_only=("approx_kl",))
+        # SB3 logs the last minibatch's total loss, not the mean.
+        last_loss = float(table[-1, stats.names.index("loss")])
+        for name, value in means.items():
+            self.logger.record(f"train/{name}", last_loss if name == "loss" else value)
+        explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
+        self.logger.record("train/explained_variance", explained_var)
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/clip_range", clip_range)
+        if clip_range_vf is not None:
+            self.logger.record("train/clip_range_vf", clip_range_vf)
+        self.logger.record("train/kl", mean_kl)
+        self.logger.record("train/kl_coef", kl_coef)
+        self.logger.record("train/grad_norm", gradient_norm)
+        for name, value in self.objective.logs().items():
+            self.logger.record(f"train/{name}", value)
+        if not old_policy.is_exact:
+            self.logger.record("train/kl_is_estimate", 1.0)
+
+    def learn(
+        self: SelfPPOVariant,
+        total_timesteps: int | float,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "PPOVariant",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfPPOVariant:
+        """
+        Train for ``total_timesteps`` environment steps (a float such as ``1e6`` is accepted).
+        See ``OnPolicyAlgorithm.learn`` for the other arguments.
+        """
+        check_number("total_timesteps", total_timesteps, low=0)
+        if total_timesteps != int(total_timesteps):
+            raise ValueError(f"total_timesteps must be a whole number of steps, got {total_timesteps!r}")
+        check_optional(check_number, "log_interval", log_interval, low=1, integer=True)
+        return super().learn(
+            total_timesteps=int(total_timesteps),
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+    def save(self, path: str | Path | Any, exclude: Any = None, include: Any = None) -> None:
+        """
+        Save like SB3 (same zip format, ``.zip`` added when the path has no suffix), but atomically: the file is
+        written next to its destination and renamed, so a crash never leaves a half-written model.
+        """
+        atomic_save(lambda file: super(PPOVariant, self).save(file, exclude=exclude, include=include), path)

@@ -1,0 +1,71 @@
+"""
+Diagnostics of one policy update, kept on the device until the update ends.
+
+SB3 ``PPO.train()`` calls ``.item()`` several times per minibatch; on a GPU each is a host sync. Here every minibatch
+adds one stacked tensor and the whole update is read back once, which also tells whether (and where first) a loss
+term went non-finite.
+"""
+
+import numpy as np
+import torch as th
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss term; the parameters from before the update were restored."""
+
+
+class UpdateStats:
+    """Per-minibatch scalars of one update, in the order the minibatches were processed."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self._epochs: list[int] = []
+        self._rows: list[th.Tensor] = []
+        self.gradient_norms: list[th.Tensor] = []
+
+    def add(self, epoch: int, values: dict[str, th.Tensor]) -> None:
+        """Record one minibatch's named 0-d tensors (same names every time) without leaving the device."""
+        if not self.names:
+            self.names = list(values)
+        self._epochs.append(epoch)
+        self._rows.append(th.stack([value.detach() for value in values.values()]))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def read(self, *extra: th.Tensor) -> tuple[np.ndarray, list[float]]:
+        """
+        Copy everything to the host at once: the one host sync of the update.
+
+        :param extra: other 0-d tensors to read in the same transfer
+        :return: the (n_minibatches, n_names) table of recorded values, and the values of ``extra``
+        """
+        table = th.stack(self._rows) if self._rows else th.zeros((0, len(self.names)))
+        flat = th.cat([table.flatten(), *(value.detach().reshape(1) for value in extra)]).cpu().numpy()
+        n_table = table.numel()
+        return flat[:n_table].reshape(table.shape), flat[n_table:].tolist()
+
+    def means(self, table: np.ndarray, last_epoch_only: tuple[str, ...] = ()) -> dict[str, float]:
+        """
+        Mean of each scalar over all minibatches, or over the last epoch's for the names in ``last_epoch_only``
+        (SB3 logs ``train/approx_kl`` that way).
+        """
+        epochs = np.asarray(self._epochs)
+        last_epoch = epochs == epochs[-1]
+        return {
+            name: float(table[last_epoch, column].mean() if name in last_epoch_only else table[:, column].mean())
+            for column, name in enumerate(self.names)
+        }
+
+    def first_nonfinite(self, table: np.ndarray) -> tuple[int, int, list[str]] | None:
+        """
+        Locate the first minibatch with a non-finite value.
+
+        :return: (epoch, minibatch index within the update, names of the non-finite scalars), or ``None``
+        """
+        bad_rows = np.flatnonzero(~np.isfinite(table).all(axis=1))
+        if len(bad_rows) == 0:
+            return None
+        row = int(bad_rows[0])
+        names = [name for name, value in zip(self.names, table[row], strict=True) if not np.isfinite(value)]
+        return self._epochs[row], row, names

@@ -1,0 +1,72 @@
+"""β and the objective are training state: they survive save -> load -> continue training."""
+
+import os
+import zipfile
+
+import pytest
+import torch as th
+
+from sb3_ppo_variants import AdaptiveKLPenalty, ClippedSurrogate, PPOVariant
+
+KWARGS = dict(n_steps=64, batch_size=32, n_epochs=4, seed=0)
+
+
+def test_adaptive_beta_survives_save_load_and_resumes(tmp_path):
+    model = PPOVariant("MlpPolicy", "CartPole-v1", objective="adaptive_kl", kl_target=0.001, **KWARGS)
+    model.learn(5 * 64)
+    beta = model.kl_coef
+    assert beta != 1.0  # it adapted
+    model.save(tmp_path / "model")
+    assert (tmp_path / "model.zip").is_file()
+
+    loaded = PPOVariant.load(tmp_path / "model", env=model.get_env())
+    assert isinstance(loaded.objective, AdaptiveKLPenalty)
+    assert loaded.kl_coef == beta
+    assert loaded.objective.kl_target(1.0) == 0.001
+    assert loaded.objective.kl_coef_bounds == model.objective.kl_coef_bounds
+
+    # Continuing training starts from the saved β, not from 1.
+    seen = []
+    original_loss = loaded.objective.loss
+    loaded.objective.loss = lambda batch: seen.append(loaded.objective.kl_coef) or original_loss(batch)
+    loaded.learn(64, reset_num_timesteps=False)
+    assert seen[0] == beta
+
+
+@pytest.mark.parametrize("objective", ["clip", "fixed_kl", "none"])
+def test_objective_survives_save_load(tmp_path, objective):
+    model = PPOVariant("MlpPolicy", "CartPole-v1", objective=objective, kl_coef=3.0, clip_range=0.1, **KWARGS)
+    model.learn(64)
+    model.save(tmp_path / "model.zip")
+    loaded = PPOVariant.load(tmp_path / "model.zip")
+    assert type(loaded.objective) is type(model.objective)
+    assert loaded.objective.name == objective
+    assert loaded.kl_coef == model.kl_coef
+    if objective == "clip":
+        assert isinstance(loaded.objective, ClippedSurrogate) and loaded.objective.clip_range(1.0) == 0.1
+    for saved, restored in zip(model.policy.parameters(), loaded.policy.parameters(), strict=True):
+        assert th.equal(saved, restored)
+
+
+def test_save_is_atomic(tmp_path):
+    model = PPOVariant("MlpPolicy", "CartPole-v1", **KWARGS)
+    path = tmp_path / "model.zip"
+    model.save(path)
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed while saving")
+
+    model.get_parameters = crash  # the crash happens in the middle of SB3's save
+    with pytest.raises(KeyboardInterrupt):
+        model.save(path)
+    assert path.read_bytes() == before  # the previous model is intact
+    assert os.listdir(tmp_path) == ["model.zip"]  # and no temporary file is left behind
+    assert zipfile.ZipFile(path).testzip() is None
+
+
+def test_save_to_file_object(tmp_path):
+    model = PPOVariant("MlpPolicy", "CartPole-v1", objective="fixed_kl", kl_coef=0.3, **KWARGS)
+    with open(tmp_path / "model.zip", "wb") as file:
+        model.save(file)
+    assert PPOVariant.load(tmp_path / "model.zip").kl_coef == 0.3
