@@ -457,6 +457,47 @@ class PPOVariant(OnPolicyAlgorithm):
             progress_bar=progress_bar,
         )
 
+    @classmethod
+    def load(  # type: ignore[override]
+        cls,
+        path: str | Path | Any,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> "PPOVariant":
+        """
+        Load a model saved with :meth:`save` (see ``BaseAlgorithm.load``). The saved objective comes back with its
+        state (β). Passing ``objective`` with the saved objective's name again, as rl-zoo does when it continues
+        training a model, keeps it; a different name or an objective object replaces it, built from ``kl_coef``,
+        ``kl_target`` and ``clip_range`` (given here or saved).
+        """
+        objective = kwargs.pop("objective", None)
+        objective_settings = {key: kwargs.pop(key) for key in ("kl_coef", "kl_target") if key in kwargs}
+        if objective is not None:
+            check_objective(objective)
+        if "kl_coef" in objective_settings:
+            check_number("kl_coef", objective_settings["kl_coef"], low=0.0)
+        if "kl_target" in objective_settings:
+            check_positive_or_schedule("kl_target", objective_settings["kl_target"])
+        model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        if objective is None or (isinstance(objective, str) and objective == model.objective.name):
+            if objective_settings:
+                warnings.warn(
+                    f"Kept the saved objective {model.objective!r} with its state; {sorted(objective_settings)} given to "
+                    "load() are not applied. Pass objective=<an objective object> to change its settings.",
+                    stacklevel=2,
+                )
+            return model
+        model._initial_kl_coef = float(objective_settings.get("kl_coef", model._initial_kl_coef))
+        model.kl_target = objective_settings.get("kl_target", model.kl_target)
+        model.objective = make_objective(
+            objective, clip_range=model.clip_range, kl_coef=model._initial_kl_coef, kl_target=model.kl_target
+        )
+        return model
+
     def save(self, path: str | Path | Any, exclude: Any = None, include: Any = None) -> None:
         """
         Save like SB3 (same zip format, ``.zip`` added when the path has no suffix), but atomically: the file is

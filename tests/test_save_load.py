@@ -70,3 +70,24 @@ def test_save_to_file_object(tmp_path):
     with open(tmp_path / "model.zip", "wb") as file:
         model.save(file)
     assert PPOVariant.load(tmp_path / "model.zip").kl_coef == 0.3
+
+
+def test_load_with_same_objective_name_keeps_saved_beta(tmp_path):
+    """rl-zoo passes the YAML hyperparameters to load() when it continues training: β must survive that."""
+    model = PPOVariant("MlpPolicy", "CartPole-v1", objective="adaptive_kl", kl_target=0.001, **KWARGS)
+    model.learn(4 * 64)
+    model.save(tmp_path / "model")
+    with pytest.warns(UserWarning, match="Kept the saved objective"):
+        loaded = PPOVariant.load(tmp_path / "model", objective="adaptive_kl", kl_coef=1.0, kl_target=0.001, n_epochs=2)
+    assert loaded.kl_coef == model.kl_coef != 1.0
+    assert loaded.n_epochs == 2  # other hyperparameters are applied as in SB3
+
+
+def test_load_with_other_objective_replaces_it(tmp_path):
+    model = PPOVariant("MlpPolicy", "CartPole-v1", objective="adaptive_kl", **KWARGS)
+    model.learn(2 * 64)
+    model.save(tmp_path / "model")
+    loaded = PPOVariant.load(tmp_path / "model", objective="fixed_kl", kl_coef=0.3)
+    assert loaded.objective.name == "fixed_kl" and loaded.kl_coef == 0.3
+    with pytest.raises(ValueError, match="objective"):
+        PPOVariant.load(tmp_path / "model", objective="bogus")
