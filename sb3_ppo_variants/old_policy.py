@@ -60,8 +60,10 @@ def minibatches_with_indices(buffer: RolloutBuffer, batch_size: int) -> Iterator
                 )
             yield samples, th.as_tensor(recorded.pop(), device=buffer.device)
     finally:
-        # Drop the instance attribute so the class method is visible again.
-        del buffer._get_samples
+        # Drop our instance attribute so the class method is visible again. After an exception this can run late
+        # (when the traceback is freed), so only remove it if a newer iteration has not installed its own.
+        if buffer.__dict__.get("_get_samples") is recording_get_samples:
+            del buffer._get_samples
 
 
 class OldPolicy:
