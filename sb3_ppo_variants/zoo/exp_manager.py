@@ -1,0 +1,218 @@
+"""
+rl-zoo's ``ExperimentManager`` with the few additions ``ppo_variant`` needs, each a narrow override:
+
+- the default hyperparameter file is the one shipped in this package (rl-zoo looks for ``rl_zoo3/hyperparams/<algo>.yml``);
+- ``kl_target`` accepts rl-zoo's ``lin_<start>`` schedule strings, like ``learning_rate`` and ``clip_range``, and a
+  malformed schedule string is reported by name;
+- the hyperparameters are checked against PPOVariant's constructor before rl-zoo creates the run folder or any env;
+- a run that fails while being set up leaves no half-made run folder;
+- ``-optimize``: workers started together on a new database do not fail creating its tables,
+  ``--hyperparams objective:...`` restricts the sampled objectives, each trial records the worker
+  (host:pid) that ran it, and a trial whose loss went non-finite is pruned (as rl-zoo prunes NaN trials).
+"""
+
+import difflib
+import inspect
+import os
+import random
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy.exc
+from rl_zoo3.exp_manager import ExperimentManager
+from rl_zoo3.utils import SimpleLinearSchedule
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+
+from sb3_ppo_variants.objectives import check_objective
+from sb3_ppo_variants.ppo_variant import PPOVariant
+from sb3_ppo_variants.update_stats import NonFiniteLossError
+from sb3_ppo_variants.zoo.sampler import OBJECTIVE_CHOICES_ATTR, PAPER_OBJECTIVES
+
+#: Name of the algorithm in rl-zoo (``--algo ppo_variant``).
+ALGO = "ppo_variant"
+#: Hyperparameter file used when no ``--conf-file`` is given.
+DEFAULT_HYPERPARAMS_FILE = Path(__file__).resolve().parent.parent / "hyperparams" / f"{ALGO}.yml"
+#: Keys taking rl-zoo's ``lin_<start>`` schedule strings: rl-zoo's own and PPOVariant's schedulable d_targ.
+SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf", "delta_std", "kl_target")
+#: Keys rl-zoo reads itself (they never reach the algorithm's constructor).
+ZOO_KEYS = (
+    "callback",
+    "env_kwargs",
+    "env_wrapper",
+    "frame_stack",
+    "monitor_kwargs",
+    "n_envs",
+    "n_timesteps",
+    "normalize",
+    "vec_env_wrapper",
+)
+#: Constructor arguments rl-zoo passes itself (a YAML key with one of these names is an error in rl-zoo too).
+ZOO_CONSTRUCTOR_ARGS = ("env", "tensorboard_log", "seed", "verbose", "device")
+
+
+class ZooConfigError(ValueError):
+    """A bad rl-zoo set-up (hyperparameter, env id, command-line value), found before any run folder or env exists."""
+
+
+def accepted_hyperparameters() -> list[str]:
+    """Hyperparameters PPOVariant accepts from a YAML file or ``--hyperparams``: its constructor's arguments."""
+    parameters = inspect.signature(PPOVariant.__init__).parameters
+    return sorted(name for name in parameters if name not in ("self", "_init_setup_model", *ZOO_CONSTRUCTOR_ARGS))
+
+
+def _schedule_from_string(key: str, value: str) -> SimpleLinearSchedule:
+    """rl-zoo's ``lin_<start>`` schedule string, checked (rl-zoo would fail with an unpacking error or ignore a typo)."""
+    kind, _, start = value.partition("_")
+    try:
+        if kind != "lin":
+            raise ValueError
+        return SimpleLinearSchedule(float(start))
+    except ValueError:
+        raise ZooConfigError(
+            f"{key}={value!r} is not valid: use a number or a linear schedule 'lin_<initial value>', e.g. 'lin_0.001'"
+        ) from None
+
+
+def prepare_storage(storage: str, attempts: int = 10) -> None:
+    """
+    Create the tables of a database storage (``sqlite:///...``, ``postgresql://...``) once, tolerating other workers
+    doing the same at the same moment: workers started together on a new database race to create its tables and all
+    but one fail with "table ... already exists" (optuna/optuna#1092, rl-baselines3-zoo#177). Journal files
+    (``*.log``) need nothing.
+
+    :param storage: rl-zoo's ``--storage`` value
+    :param attempts: tries before the error is raised
+    """
+    if storage.endswith(".log"):
+        return
+    for attempt in range(attempts):
+        try:
+            optuna.storages.RDBStorage(storage)
+            return
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.IntegrityError):
+            if attempt == attempts - 1:
+                raise
+            # Another worker is creating the tables: let it finish, with jitter so retries do not collide again.
+            time.sleep(0.2 * (attempt + 1) + random.random() * 0.2)
+
+
+class PPOVariantExperimentManager(ExperimentManager):
+    """
+    rl-zoo's experiment manager (same arguments, same behaviour for every other algorithm), used by
+    ``python -m sb3_ppo_variants.zoo train``. See the module docstring for what it adds.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        config = inspect.signature(ExperimentManager.__init__).bind(self, *args, **kwargs).arguments.get("config")
+        if config is None and self.algo == ALGO:
+            self.config = str(DEFAULT_HYPERPARAMS_FILE)
+        # Objectives an optimisation samples from: all of the paper's unless the command line fixes some.
+        fixed = (self.custom_hyperparams or {}).get("objective")
+        self.objective_choices: list[Any] = list(PAPER_OBJECTIVES)
+        if self.algo == ALGO and self.optimize_hyperparameters and fixed is not None:
+            self.objective_choices = list(fixed) if isinstance(fixed, (list, tuple)) else [fixed]
+
+    def setup_experiment(self) -> tuple[BaseAlgorithm, dict[str, Any]] | None:
+        """rl-zoo's set-up; if it fails, the run folder it started is removed (the error is re-raised)."""
+        folder_existed = os.path.exists(self.save_path)
+        try:
+            return super().setup_experiment()
+        except BaseException:
+            if not folder_existed:
+                shutil.rmtree(self.save_path, ignore_errors=True)
+            raise
+
+    @staticmethod
+    def _preprocess_schedules(hyperparams: dict[str, Any]) -> dict[str, Any]:
+        """rl-zoo's schedule conversion, with checked schedule strings and ``kl_target`` schedules."""
+        for key in SCHEDULE_KEYS:
+            if isinstance(hyperparams.get(key), str):
+                schedule = _schedule_from_string(key, hyperparams[key])
+                if key == "kl_target":  # rl-zoo converts its own keys
+                    hyperparams[key] = schedule
+        return ExperimentManager._preprocess_schedules(hyperparams)
+
+    def _preprocess_hyperparams(
+        self, hyperparams: dict[str, Any]
+    ) -> tuple[dict[str, Any], Callable | None, list[BaseCallback], Callable | None]:
+        hyperparams, env_wrapper, callbacks, vec_env_wrapper = super()._preprocess_hyperparams(hyperparams)
+        if self.algo == ALGO:
+            self.check_hyperparameters(hyperparams)
+        return hyperparams, env_wrapper, callbacks, vec_env_wrapper
+
+    def check_hyperparameters(self, hyperparams: dict[str, Any]) -> None:
+        """
+        Check the algorithm's hyperparameters (what rl-zoo passes to the constructor) without creating an env or a
+        network: unknown keys, and every value PPOVariant validates (objective, ε, β, d_targ, ...).
+
+        :param hyperparams: hyperparameters left after rl-zoo's pre-processing
+        :raises ZooConfigError: naming the key, the value and the accepted ones
+        """
+        source = f"{self.config} or --hyperparams"
+        accepted = accepted_hyperparameters()
+        for key in hyperparams:
+            if key in ZOO_CONSTRUCTOR_ARGS:
+                raise ZooConfigError(
+                    f"hyperparameter {key!r} (from {source}) cannot be set there: rl-zoo passes it itself "
+                    "(use the command-line options --seed, --verbose, --device, -tb)"
+                )
+            if key not in accepted:
+                close = difflib.get_close_matches(key, accepted + list(ZOO_KEYS), n=1)
+                raise ZooConfigError(
+                    f"unknown hyperparameter {key!r} for {ALGO} on {self.env_name.gym_id} (from {source})"
+                    + (f"; did you mean {close[0]!r}?" if close else "")
+                    + f"\nPPOVariant accepts: {', '.join(accepted)}\nrl-zoo also reads: {', '.join(ZOO_KEYS)}"
+                )
+        arguments = dict(hyperparams)
+        objective = arguments.get("objective")
+        if self.optimize_hyperparameters and isinstance(objective, (list, tuple)):
+            # -optimize: a list restricts the sampled objectives; each must be valid.
+            if not objective:
+                raise ZooConfigError("objective=[] is not valid: give at least one objective to sample from")
+            for name in objective:
+                self._raise_config_error(check_objective, name)
+            arguments["objective"] = objective[0]
+        # The same call rl-zoo makes, minus the env and the network.
+        self._raise_config_error(
+            PPOVariant,
+            env=None,
+            tensorboard_log=self.tensorboard_log,
+            seed=self.seed,
+            device=self.device,
+            verbose=0,
+            _init_setup_model=False,
+            **arguments,
+        )
+
+    def _raise_config_error(self, check: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        try:
+            check(*args, **kwargs)
+        except (TypeError, ValueError) as error:
+            raise ZooConfigError(
+                f"invalid hyperparameters for {ALGO} on {self.env_name.gym_id} (from {self.config} or --hyperparams): "
+                f"{error}"
+            ) from error
+
+    def hyperparameters_optimization(self) -> None:
+        """rl-zoo's optimisation, after making sure the shared storage's tables exist (see :func:`prepare_storage`)."""
+        if self.storage is not None:
+            prepare_storage(self.storage)
+        super().hyperparameters_optimization()
+
+    def objective(self, trial: optuna.Trial) -> float:
+        """rl-zoo's trial, which records its worker, samples among ``objective_choices`` and prunes non-finite losses."""
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        if self.algo == ALGO:
+            trial.set_user_attr(OBJECTIVE_CHOICES_ATTR, self.objective_choices)
+        try:
+            return super().objective(trial)
+        except NonFiniteLossError as error:
+            print(f"Trial {trial.number} pruned: {error}")
+            raise optuna.TrialPruned() from error

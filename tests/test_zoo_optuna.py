@@ -1,0 +1,141 @@
+"""Optuna tuning through rl-zoo's -optimize: the ppo_variant sampler, and several workers filling one shared study."""
+
+import os
+import subprocess
+import sys
+
+import optuna
+import pytest
+from optuna.trial import FixedTrial, TrialState
+
+from sb3_ppo_variants.zoo.sampler import KL_COEF_RANGE, KL_TARGET_RANGE, PAPER_OBJECTIVES, sample_ppo_variant_params
+
+#: rl-zoo's PPO search space (sample_ppo_params) at fixed values
+PPO_PARAMS = dict(
+    batch_size_pow=6,
+    n_steps_pow=8,
+    one_minus_gamma=0.01,
+    one_minus_gae_lambda=0.05,
+    learning_rate=3e-4,
+    ent_coef=1e-6,
+    clip_range=0.3,
+    n_epochs=5,
+    max_grad_norm=0.5,
+    net_arch="small",
+    activation_fn="tanh",
+)
+
+
+@pytest.mark.parametrize(
+    "objective, own_params",
+    [("clip", {}), ("adaptive_kl", {"kl_target": 0.02}), ("fixed_kl", {"kl_coef": 3.0}), ("none", {})],
+)
+def test_sampler_samples_the_objective_and_its_parameters(objective, own_params):
+    hyperparams = sample_ppo_variant_params(FixedTrial({"objective": objective, **own_params, **PPO_PARAMS}), 1, 1, {})
+    assert hyperparams["objective"] == objective
+    for name in ("kl_target", "kl_coef"):
+        assert hyperparams.get(name) == own_params.get(name)
+    # rl-zoo's PPO parameters, converted as for PPO
+    assert hyperparams["clip_range"] == 0.3 and hyperparams["n_steps"] == 256 and hyperparams["batch_size"] == 64
+    assert hyperparams["gamma"] == pytest.approx(0.99)
+    assert hyperparams["policy_kwargs"]["net_arch"] == dict(pi=[64, 64], vf=[64, 64])
+
+
+def test_sampler_search_space():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(40):
+        trial = study.ask()
+        hyperparams = sample_ppo_variant_params(trial, 1, 1, {})
+        seen.add(hyperparams["objective"])
+        assert set(trial.params) >= {"objective", "clip_range", "learning_rate", "n_steps_pow"}
+        if hyperparams["objective"] == "adaptive_kl":
+            assert KL_TARGET_RANGE[0] <= hyperparams["kl_target"] <= KL_TARGET_RANGE[1]
+        if hyperparams["objective"] == "fixed_kl":
+            assert KL_COEF_RANGE[0] <= hyperparams["kl_coef"] <= KL_COEF_RANGE[1]
+        study.tell(trial, 0.0)
+    assert seen == set(PAPER_OBJECTIVES)
+
+
+def optimize(storage: str, seed: int, *extra: str, cwd, hyperparams: tuple[str, ...] = ()) -> subprocess.Popen:
+    """One tuning worker: rl-zoo's -optimize on a shared study (tiny trials: 512 steps, one env)."""
+    command = [
+        sys.executable,
+        "-m",
+        "sb3_ppo_variants.zoo",
+        "train",
+        "--algo",
+        "ppo_variant",
+        "--env",
+        "CartPole-v1",
+        "-optimize",
+        "-n",
+        "512",
+        "--n-evaluations",
+        "1",
+        "--eval-episodes",
+        "2",
+        "--sampler",
+        "random",
+        "--pruner",
+        "none",
+        "--no-optim-plots",
+        "--storage",
+        storage,
+        "--study-name",
+        "shared",
+        "--seed",
+        str(seed),  # the random sampler's seed: each worker draws its own trials
+        "--num-threads",
+        "1",
+        "-f",
+        str(cwd / "logs"),
+        *extra,
+        "--hyperparams",
+        "n_envs:1",
+        *hyperparams,
+    ]
+    return subprocess.Popen(
+        command,
+        cwd=cwd,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait(worker: subprocess.Popen) -> str:
+    output, _ = worker.communicate(timeout=240)
+    assert worker.returncode == 0, output[-3000:]
+    return output
+
+
+@pytest.mark.slow
+def test_two_workers_fill_one_sqlite_study(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    # Two concurrent workers, as on two machines, two trials each.
+    workers = [optimize(storage, seed, "--n-trials", "2", cwd=tmp_path) for seed in (2, 7)]
+    for worker in workers:
+        wait(worker)
+
+    trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
+    assert len(trials) == 4
+    assert {trial.state for trial in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    # Each trial records the worker that ran it: both workers contributed two.
+    pids = sorted(int(trial.user_attrs["worker"].rsplit(":", 1)[1]) for trial in trials)
+    assert pids == sorted(2 * [worker.pid for worker in workers])
+    for trial in trials:
+        assert trial.params["objective"] in PAPER_OBJECTIVES
+        assert ("kl_target" in trial.params) == (trial.params["objective"] == "adaptive_kl")
+        assert ("kl_coef" in trial.params) == (trial.params["objective"] == "fixed_kl")
+
+    # --max-total-trials bounds the whole study: one more trial, and a fixed objective from the command line.
+    output = wait(optimize(storage, 3, "--max-total-trials", "5", cwd=tmp_path, hyperparams=("objective:'fixed_kl'",)))
+    trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
+    assert len(trials) == 5
+    assert trials[-1].user_attrs["objective"] == "fixed_kl" and "objective" not in trials[-1].params
+    assert "kl_coef" in trials[-1].params
+    assert "Number of finished trials:  5" in output
+    wait(optimize(storage, 4, "--max-total-trials", "5", cwd=tmp_path))
+    assert len(optuna.load_study(study_name="shared", storage=storage).get_trials()) == 5
