@@ -147,3 +147,51 @@ def test_continued_training_keeps_the_adapted_beta(tmp_path):
     assert logged and logged[0] == pytest.approx(beta, rel=1e-3)
     # (a restart would have logged the initial β = 1)
     assert PPOVariant.load(tmp_path / "ppo_variant" / f"{ENV_ID}_2" / f"{ENV_ID}.zip").objective.name == "adaptive_kl"
+
+
+CUSTOM_OBJECTIVE = """
+import torch as th
+from sb3_ppo_variants import ObjectiveOutput, SurrogateObjective, register_objective
+
+
+@register_objective
+class HalfClip(SurrogateObjective):
+    name = "half_clip"
+
+    def __init__(self, clip_range):
+        self.clip_range = clip_range
+
+    @classmethod
+    def from_hyperparameters(cls, *, clip_range, kl_coef, kl_target):
+        return cls(clip_range)
+
+    def loss(self, batch):
+        clipped = th.clamp(batch.ratio, 0.9, 1.1) * batch.advantages
+        return ObjectiveOutput(-batch.mean(th.min(batch.ratio * batch.advantages, clipped)))
+"""
+
+
+@pytest.mark.slow
+def test_objective_registered_by_a_gym_package(tmp_path):
+    # --gym-packages imports the module (registering the objective) before rl-zoo reads the hyperparameters.
+    (tmp_path / "my_objectives.py").write_text(CUSTOM_OBJECTIVE)
+    package = ("--gym-packages", "my_objectives")
+    train(tmp_path, "objective:'half_clip'", extra=package, n_timesteps=512)
+    run = tmp_path / "ppo_variant" / f"{ENV_ID}_1"
+    with open(run / ENV_ID / "config.yml") as file:
+        assert dict(yaml.load(file, Loader=yaml.UnsafeLoader))["objective"] == "half_clip"
+    played = run_zoo(
+        "enjoy",
+        "--algo",
+        "ppo_variant",
+        "--env",
+        ENV_ID,
+        "-f",
+        str(tmp_path),
+        "--no-render",
+        "-n",
+        "50",
+        *package,
+        cwd=tmp_path,
+    )
+    assert f"Loading {run / f'{ENV_ID}.zip'}" in played.stdout

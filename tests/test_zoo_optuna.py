@@ -1,5 +1,6 @@
 """Optuna tuning through rl-zoo's -optimize: the ppo_variant sampler, and several workers filling one shared study."""
 
+import argparse
 import os
 import subprocess
 import sys
@@ -8,6 +9,8 @@ import optuna
 import pytest
 from optuna.trial import FixedTrial, TrialState
 
+from sb3_ppo_variants.zoo import PPOVariantExperimentManager, register
+from sb3_ppo_variants.zoo.__main__ import main
 from sb3_ppo_variants.zoo.sampler import KL_COEF_RANGE, KL_TARGET_RANGE, PAPER_OBJECTIVES, sample_ppo_variant_params
 
 #: rl-zoo's PPO search space (sample_ppo_params) at fixed values
@@ -57,43 +60,48 @@ def test_sampler_search_space():
     assert seen == set(PAPER_OBJECTIVES)
 
 
-def optimize(storage: str, seed: int, *extra: str, cwd, hyperparams: tuple[str, ...] = ()) -> subprocess.Popen:
+#: rl-zoo's -optimize with tiny trials (512 steps, one evaluation) and a random sampler
+OPTIMIZE = [
+    "train",
+    "--algo",
+    "ppo_variant",
+    "--env",
+    "CartPole-v1",
+    "-optimize",
+    "-n",
+    "512",
+    "--n-evaluations",
+    "1",
+    "--eval-episodes",
+    "2",
+    "--sampler",
+    "random",
+    "--pruner",
+    "none",
+    "--no-optim-plots",
+    "--num-threads",
+    "1",
+]
+
+
+def optimize(storage: str, seed: int, *extra: str, cwd) -> subprocess.Popen:
     """One tuning worker: rl-zoo's -optimize on a shared study (tiny trials: 512 steps, one env)."""
     command = [
         sys.executable,
         "-m",
         "sb3_ppo_variants.zoo",
-        "train",
-        "--algo",
-        "ppo_variant",
-        "--env",
-        "CartPole-v1",
-        "-optimize",
-        "-n",
-        "512",
-        "--n-evaluations",
-        "1",
-        "--eval-episodes",
-        "2",
-        "--sampler",
-        "random",
-        "--pruner",
-        "none",
-        "--no-optim-plots",
+        *OPTIMIZE,
         "--storage",
         storage,
         "--study-name",
         "shared",
         "--seed",
         str(seed),  # the random sampler's seed: each worker draws its own trials
-        "--num-threads",
-        "1",
         "-f",
         str(cwd / "logs"),
         *extra,
         "--hyperparams",
         "n_envs:1",
-        *hyperparams,
     ]
     return subprocess.Popen(
         command,
@@ -130,12 +138,34 @@ def test_two_workers_fill_one_sqlite_study(tmp_path):
         assert ("kl_target" in trial.params) == (trial.params["objective"] == "adaptive_kl")
         assert ("kl_coef" in trial.params) == (trial.params["objective"] == "fixed_kl")
 
-    # --max-total-trials bounds the whole study: one more trial, and a fixed objective from the command line.
-    output = wait(optimize(storage, 3, "--max-total-trials", "5", cwd=tmp_path, hyperparams=("objective:'fixed_kl'",)))
-    trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
-    assert len(trials) == 5
-    assert trials[-1].user_attrs["objective"] == "fixed_kl" and "objective" not in trials[-1].params
-    assert "kl_coef" in trials[-1].params
-    assert "Number of finished trials:  5" in output
-    wait(optimize(storage, 4, "--max-total-trials", "5", cwd=tmp_path))
+    # --max-total-trials bounds the whole study: this worker runs one trial and stops.
+    output = wait(optimize(storage, 3, "--max-total-trials", "5", cwd=tmp_path))
     assert len(optuna.load_study(study_name="shared", storage=storage).get_trials()) == 5
+    assert "Number of finished trials:  5" in output
+
+    # A trial's hyperparameters train a model again with --trial-id (rl-zoo's converter; the objective included).
+    register()  # rl-zoo's converter for ppo_variant
+    trial = trials[1]
+    experiment = PPOVariantExperimentManager(
+        argparse.Namespace(), "ppo_variant", "CartPole-v1", str(tmp_path), storage=storage, study_name="shared", trial_id=1
+    )
+    hyperparams, _ = experiment.read_hyperparameters()
+    assert hyperparams["objective"] == trial.params["objective"]
+    assert hyperparams["clip_range"] == trial.params["clip_range"]
+    experiment._preprocess_hyperparams(hyperparams)  # accepted by PPOVariant
+
+
+def test_objective_fixed_on_the_command_line(tmp_path, capsys):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    arguments = [*OPTIMIZE, "--storage", storage, "--study-name", "beta", "--seed", "5", "-f", str(tmp_path / "logs")]
+    main([*arguments, "--n-trials", "1", "--hyperparams", "n_envs:1", "objective:'fixed_kl'"])
+    (trial,) = optuna.load_study(study_name="beta", storage=storage).get_trials()
+    assert trial.params["objective"] == "fixed_kl" and "kl_coef" in trial.params
+    assert trial.user_attrs["objective_choices"] == ["fixed_kl"]
+
+    # Optuna cannot change the objective's choices within a study: a worker sampling others stops at start.
+    with pytest.raises(SystemExit) as stop:
+        main([*arguments, "--n-trials", "1", "--hyperparams", "n_envs:1"])
+    assert stop.value.code == 2
+    assert "study 'beta' samples objective among ['fixed_kl']" in capsys.readouterr().err
+    assert len(optuna.load_study(study_name="beta", storage=storage).get_trials()) == 1

@@ -120,7 +120,15 @@ class PPOVariantExperimentManager(ExperimentManager):
             self.objective_choices = list(fixed) if isinstance(fixed, (list, tuple)) else [fixed]
 
     def setup_experiment(self) -> tuple[BaseAlgorithm, dict[str, Any]] | None:
-        """rl-zoo's set-up; if it fails, the run folder it started is removed (the error is re-raised)."""
+        """
+        rl-zoo's set-up; if it fails, the run folder it started is removed (the error is re-raised). With ``-optimize``
+        and ``--storage``, the storage's tables are created first (see :func:`prepare_storage`) and the study's
+        objective choices are checked.
+        """
+        if self.optimize_hyperparameters and self.storage is not None:
+            prepare_storage(self.storage)
+            if self.algo == ALGO and self.study_name is not None:
+                self.check_study_objectives()
         folder_existed = os.path.exists(self.save_path)
         try:
             return super().setup_experiment()
@@ -200,11 +208,33 @@ class PPOVariantExperimentManager(ExperimentManager):
                 f"{error}"
             ) from error
 
-    def hyperparameters_optimization(self) -> None:
-        """rl-zoo's optimisation, after making sure the shared storage's tables exist (see :func:`prepare_storage`)."""
-        if self.storage is not None:
-            prepare_storage(self.storage)
-        super().hyperparameters_optimization()
+    def check_study_objectives(self) -> None:
+        """
+        Check that this worker samples the objective among the same choices as the study's earlier trials: Optuna
+        does not allow a parameter's choices to change within a study (and would fail in the middle of a trial).
+
+        :raises ZooConfigError: naming both sets of choices
+        """
+        assert self.storage is not None and self.study_name is not None
+        storage: str | optuna.storages.BaseStorage = self.storage
+        if self.storage.endswith(".log"):
+            if not os.path.isfile(self.storage):  # a new journal
+                return
+            storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(self.storage))
+        try:
+            study = optuna.load_study(study_name=self.study_name, storage=storage)
+        except KeyError:  # a new study
+            return
+        for trial in study.get_trials(deepcopy=False):
+            distribution = trial.distributions.get("objective")
+            if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+                if list(distribution.choices) != list(self.objective_choices):
+                    raise ZooConfigError(
+                        f"study {self.study_name!r} samples objective among {list(distribution.choices)}, this worker "
+                        f"among {self.objective_choices} (--hyperparams objective:...): Optuna cannot change a "
+                        "parameter's choices within a study. Use the same objective choices, or another --study-name."
+                    )
+                return
 
     def objective(self, trial: optuna.Trial) -> float:
         """rl-zoo's trial, which records its worker, samples among ``objective_choices`` and prunes non-finite losses."""

@@ -19,8 +19,7 @@ def sample_ppo_variant_params(trial: optuna.Trial, n_actions: int, n_envs: int, 
     """
     Sampler for PPOVariant hyperparameters, registered as ``HYPERPARAMS_SAMPLER["ppo_variant"]``.
 
-    Samples ``objective`` among the trial's ``objective_choices`` user attribute (default: the paper's four; a single
-    choice is not sampled but recorded as the ``objective`` user attribute), then
+    Samples ``objective`` among the trial's ``objective_choices`` user attribute (default: the paper's four), then
     rl-zoo's PPO parameters (``sample_ppo_params``: n_steps, batch_size, γ, λ, learning rate, entropy coefficient,
     ε = ``clip_range``, epochs, gradient clipping, network), then the objective's own parameter: d_targ
     (``kl_target``) for ``adaptive_kl``, β (``kl_coef``) for ``fixed_kl``. ε only matters for ``clip`` (for the
@@ -33,12 +32,7 @@ def sample_ppo_variant_params(trial: optuna.Trial, n_actions: int, n_envs: int, 
     :return: constructor arguments of PPOVariant, in rl-zoo's converted form (``policy_kwargs`` etc.)
     """
     choices = list(trial.user_attrs.get(OBJECTIVE_CHOICES_ATTR, PAPER_OBJECTIVES))
-    if len(choices) == 1:
-        # A fixed objective is not a parameter (Optuna forbids changing a categorical's choices within a study).
-        objective = choices[0]
-        trial.set_user_attr("objective", objective)
-    else:
-        objective = trial.suggest_categorical("objective", choices)
+    objective = trial.suggest_categorical("objective", choices)
     hyperparams = sample_ppo_params(trial, n_actions, n_envs, additional_args)
     hyperparams["objective"] = objective
     if objective == "adaptive_kl":
