@@ -24,6 +24,7 @@ from typing import Any
 
 import optuna
 import sqlalchemy.exc
+from optuna.storages.journal import JournalFileBackend
 from rl_zoo3.exp_manager import ExperimentManager
 from rl_zoo3.utils import SimpleLinearSchedule
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -220,7 +221,7 @@ class PPOVariantExperimentManager(ExperimentManager):
         if self.storage.endswith(".log"):
             if not os.path.isfile(self.storage):  # a new journal
                 return
-            storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(self.storage))
+            storage = optuna.storages.JournalStorage(JournalFileBackend(self.storage))
         try:
             study = optuna.load_study(study_name=self.study_name, storage=storage)
         except KeyError:  # a new study
