@@ -18,10 +18,10 @@ Targets (rl-zoo benchmark, SB3 PPO): CartPole-v1 500 (100k steps), Pendulum-v1 >
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ FINAL_EVAL_EPISODES = 20
 
 
 def train(env_id: str, objective: str, seed: int, log_folder: Path, n_timesteps: int) -> tuple[Path, float]:
-    """One zoo training run in a child process; returns its run folder and wall-clock time."""
+    """One zoo training run in a child process; returns its run folder and the CPU time it took."""
     command = [
         sys.executable,
         "-m",
@@ -66,9 +66,11 @@ def train(env_id: str, objective: str, seed: int, log_folder: Path, n_timesteps:
         "-n",
         str(n_timesteps),
     ]
-    start = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL)
-    return log_folder / "ppo_variant" / f"{env_id}_1", time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU time of the child, not wall-clock: the machine is shared, and the run may be paused.
+    return log_folder / "ppo_variant" / f"{env_id}_1", (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
 def evaluate(run_folder: Path, env_id: str) -> dict[str, Any]:
@@ -106,7 +108,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "(mean ± std over seeds; per seed in brackets). **eval best / last**: rl-zoo's EvalCallback mean reward "
         "(10 deterministic episodes every 25k steps), mean over seeds. β: `model.kl_coef` at the end.",
         "",
-        "| env | steps | objective | final | per seed | eval best | eval last | β | target | met | wall-clock / run |",
+        "| env | steps | objective | final | per seed | eval best | eval last | β | target | met | CPU time / run |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for env_id, by_objective in results["runs"].items():
@@ -118,7 +120,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
                 f"{', '.join(f'{value:.1f}' for value in finals)} | {np.mean([r['eval_best'] for r in runs]):.1f} | "
                 f"{np.mean([r['eval_last'] for r in runs]):.1f} | {np.mean([r['kl_coef'] for r in runs]):.3g} | "
                 f"{TARGETS.get(env_id, float('nan')):g} | {'met' if np.mean(finals) >= TARGETS.get(env_id, np.inf) else '-'}"
-                f" | {np.mean([r['seconds'] for r in runs]):.0f} s |"
+                f" | {np.mean([r['cpu_seconds'] for r in runs]):.0f} s |"
             )
     lines += ["", f"Versions: {results['versions']}", ""]
     return "\n".join(lines)
@@ -146,10 +148,10 @@ def main() -> None:
             for objective in args.objectives:
                 if str(seed) in results["runs"].get(env_id, {}).get(objective, {}):
                     continue
-                run_folder, seconds = train(
+                run_folder, cpu_seconds = train(
                     env_id, objective, seed, log_root / env_id / objective / f"seed{seed}", args.n_timesteps
                 )
-                figures = {**evaluate(run_folder, env_id), "seconds": seconds}
+                figures = {**evaluate(run_folder, env_id), "cpu_seconds": cpu_seconds}
                 print(f"{env_id:16s} {objective:12s} seed {seed}: {figures}", flush=True)
                 results["runs"].setdefault(env_id, {}).setdefault(objective, {})[str(seed)] = figures
                 results.update(command=command, versions=versions())

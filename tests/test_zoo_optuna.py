@@ -7,6 +7,8 @@ import sys
 
 import optuna
 import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FixedTrial, TrialState
 
 from sb3_ppo_variants.zoo import PPOVariantExperimentManager, register
@@ -155,11 +157,19 @@ def test_two_workers_fill_one_sqlite_study(tmp_path):
     experiment._preprocess_hyperparams(hyperparams)  # accepted by PPOVariant
 
 
-def test_objective_fixed_on_the_command_line(tmp_path, capsys):
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
+def load_study(storage: str, name: str) -> optuna.Study:
+    """A study from rl-zoo's --storage value: a database URL or a journal file (``*.log``)."""
+    if storage.endswith(".log"):
+        return optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(storage)))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_objective_fixed_on_the_command_line(tmp_path, capsys, kind):
+    storage = f"sqlite:///{tmp_path / 'study.db'}" if kind == "sqlite" else str(tmp_path / "optuna" / "study.log")
     arguments = [*OPTIMIZE, "--storage", storage, "--study-name", "beta", "--seed", "5", "-f", str(tmp_path / "logs")]
     main([*arguments, "--n-trials", "1", "--hyperparams", "n_envs:1", "objective:'fixed_kl'"])
-    (trial,) = optuna.load_study(study_name="beta", storage=storage).get_trials()
+    (trial,) = load_study(storage, "beta").get_trials()
     assert trial.params["objective"] == "fixed_kl" and "kl_coef" in trial.params
     assert trial.user_attrs["objective_choices"] == ["fixed_kl"]
 
@@ -168,4 +178,4 @@ def test_objective_fixed_on_the_command_line(tmp_path, capsys):
         main([*arguments, "--n-trials", "1", "--hyperparams", "n_envs:1"])
     assert stop.value.code == 2
     assert "study 'beta' samples objective among ['fixed_kl']" in capsys.readouterr().err
-    assert len(optuna.load_study(study_name="beta", storage=storage).get_trials()) == 1
+    assert len(load_study(storage, "beta").get_trials()) == 1
