@@ -138,19 +138,16 @@ class PPOVariantExperimentManager(ExperimentManager):
                 shutil.rmtree(self.save_path, ignore_errors=True)
             raise
 
-    @staticmethod
-    def _preprocess_schedules(hyperparams: dict[str, Any]) -> dict[str, Any]:
-        """rl-zoo's schedule conversion, with checked schedule strings and ``kl_target`` schedules."""
-        for key in SCHEDULE_KEYS:
-            if isinstance(hyperparams.get(key), str):
-                schedule = _schedule_from_string(key, hyperparams[key])
-                if key == "kl_target":  # rl-zoo converts its own keys
-                    hyperparams[key] = schedule
-        return ExperimentManager._preprocess_schedules(hyperparams)
-
     def _preprocess_hyperparams(
         self, hyperparams: dict[str, Any]
     ) -> tuple[dict[str, Any], Callable | None, list[BaseCallback], Callable | None]:
+        if self.algo == ALGO:
+            # Schedule strings, checked (rl-zoo converts its own keys afterwards); d_targ's converted here.
+            for key in SCHEDULE_KEYS:
+                if isinstance(hyperparams.get(key), str):
+                    schedule = _schedule_from_string(key, hyperparams[key])
+                    if key == "kl_target":
+                        hyperparams[key] = schedule
         hyperparams, env_wrapper, callbacks, vec_env_wrapper = super()._preprocess_hyperparams(hyperparams)
         if self.algo == ALGO:
             self.check_hyperparameters(hyperparams)
