@@ -1,6 +1,7 @@
 """Shared helpers of the benchmark scripts: rl-zoo's hyperparameters, building SB3 PPO or PPOVariant, results I/O."""
 
 import json
+import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ def versions() -> dict[str, str]:
         "torch": th.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
-        "machine": f"{platform.machine()}, {th.get_num_threads()} torch thread(s)",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores; 1 torch thread per training run",
     }
 
 
