@@ -1,0 +1,165 @@
+"""Command line of the comparison study: ``python -m sb3_ppo_variants compare ...``."""
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from sb3_ppo_variants.compare.presets import available_presets, get_preset
+from sb3_ppo_variants.compare.specs import BASELINES, StudyError
+from sb3_ppo_variants.compare.study import RANDOM_EPISODES, StudyConfig, default_workers, run_study
+
+DESCRIPTION = """\
+Compare surrogate objectives (and optionally baseline algorithms) on a grid of envs x objective configurations x seeds
+at a timestep budget; write one result file per run, a CSV, a Markdown report with the paper's Table 1 beside ours,
+and plots. Rerunning the same command skips the finished runs; --report-only rebuilds the report.
+
+Objective specs: clip:<epsilon>, adaptive_kl:<d_targ>, fixed_kl:<beta>, none (e.g. clip:0.2 adaptive_kl:0.01 fixed_kl:1
+none). clip and adaptive_kl also take an rl-zoo schedule (clip:lin_0.2); a bare name keeps the hyperparameter file's
+value. Presets: {presets}.
+"""
+
+EXAMPLES = """\
+examples:
+  python -m sb3_ppo_variants compare --preset quick
+  python -m sb3_ppo_variants compare --envs CartPole-v1 Acrobot-v1 --objectives clip:0.2 none --seeds 3 \\
+      --timesteps 1e5 --hyperparams rl_zoo3:ppo --baselines
+  python -m sb3_ppo_variants compare --preset paper --ray-address auto --out results/paper
+  python -m sb3_ppo_variants compare --out results/paper --report-only
+"""
+
+
+def _number(text: str) -> float:
+    """A budget such as 1e6 or 300000 (checked to be a positive whole number when the study is planned)."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 1e6 or 300000, got {text!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``compare`` flags."""
+    grid = parser.add_argument_group("grid (defaults: the preset's)")
+    grid.add_argument("--preset", help=f"a predefined study: {', '.join(available_presets())}")
+    grid.add_argument("--envs", nargs="+", metavar="ENV", help="Gymnasium env ids")
+    grid.add_argument("--objectives", nargs="+", metavar="SPEC", help="objective specs, e.g. clip:0.2 adaptive_kl:0.01 none")
+    grid.add_argument("--seeds", type=int, metavar="N", help="number of seeds per env and method (seeds 0..N-1)")
+    grid.add_argument("--timesteps", type=_number, metavar="N", help="budget per run (default: the YAML's n_timesteps)")
+    grid.add_argument(
+        "--hyperparams",
+        metavar="FILE",
+        help="rl-zoo-style YAML (env id -> hyperparameters), or rl_zoo3:<algo> for rl-zoo's own file "
+        "(default: the preset's, else the algorithms' defaults = the paper's Table 3)",
+    )
+    grid.add_argument(
+        "--baselines",
+        nargs="*",
+        metavar="ALGO",
+        help=f"add baseline rows on the same grid: {', '.join(BASELINES)} (all of them if none is named)",
+    )
+    execution = parser.add_argument_group("execution")
+    execution.add_argument("--workers", type=int, default=default_workers(), help="local worker processes (default: cores)")
+    execution.add_argument("--ray-address", metavar="ADDRESS", help="run each training run as a task on this Ray cluster")
+    execution.add_argument("--out", type=Path, help="study folder (default: runs/compare/<preset or 'study'>)")
+    execution.add_argument("--report-only", action="store_true", help="rebuild the report from the results in --out")
+    execution.add_argument("--retry-failed", action="store_true", help="rerun runs whose stored result is a failure")
+    metrics = parser.add_argument_group("measurement")
+    metrics.add_argument("--eval-episodes", type=int, default=10, help="final deterministic evaluation episodes (10)")
+    metrics.add_argument(
+        "--random-episodes",
+        type=int,
+        help=f"episodes of the random-policy score (default {RANDOM_EPISODES}, or as many as the cached measurement)",
+    )
+    metrics.add_argument("--curve-points", type=int, default=100, help="points per stored learning curve (100)")
+    metrics.add_argument("--bootstrap-reps", type=int, default=10_000, help="bootstrap resamples of the CIs (10000)")
+
+
+def config_from_args(args: argparse.Namespace, command: str = "") -> StudyConfig:
+    """
+    The study's settings: each flag, else the preset's value.
+
+    :param args: parsed flags
+    :param command: the command line, recorded in the study folder
+
+    :raises StudyError: unknown preset, or a grid setting missing without a preset
+    """
+    preset = get_preset(args.preset) if args.preset else None
+    envs = args.envs or (preset.envs if preset else None)
+    objectives = args.objectives or (preset.objectives if preset else None)
+    seeds = args.seeds if args.seeds is not None else (preset.seeds if preset else None)
+    timesteps = args.timesteps if args.timesteps is not None else (preset.timesteps if preset else None)
+    hyperparams = args.hyperparams or (preset.hyperparams if preset else None)
+    if envs is None:
+        raise StudyError("--envs is required without --preset")
+    if objectives is None and args.baselines is None:
+        raise StudyError("--objectives is required without --preset (e.g. --objectives clip:0.2 none)")
+    if seeds is None:
+        raise StudyError("--seeds is required without --preset")
+    out = args.out or Path("runs", "compare", preset.name if preset else "study")
+    return StudyConfig(
+        out=out,
+        envs=list(envs),
+        objectives=list(objectives or []),
+        seeds=seeds,
+        timesteps=timesteps,  # type: ignore[arg-type]  # a float here; checked to be whole in plan_study
+        hyperparams=hyperparams,
+        baselines=args.baselines,
+        workers=args.workers,
+        ray_address=args.ray_address,
+        eval_episodes=args.eval_episodes,
+        random_episodes=args.random_episodes,
+        curve_points=args.curve_points,
+        bootstrap_reps=args.bootstrap_reps,
+        retry_failed=args.retry_failed,
+        preset=preset.name if preset else None,
+        command=command,
+    )
+
+
+def run(args: argparse.Namespace, command: str = "") -> int:
+    """
+    Run the ``compare`` command.
+
+    :param args: parsed flags
+    :param command: the command line, recorded in the study folder
+    :return: exit code (0 ok, 1 runs lost, 2 bad input, 130 interrupted)
+    """
+    console = Console()
+    try:
+        if args.report_only:
+            from sb3_ppo_variants.compare import storage
+            from sb3_ppo_variants.compare.report import write_report
+
+            out = args.out or config_from_args(args).out
+            if not (out / storage.RUNS).is_dir():
+                raise StudyError(f"--out: {str(out)!r} holds no study results (no {storage.RUNS}/ folder)")
+            storage.check_writable(out)
+            report = write_report(out, bootstrap_reps=args.bootstrap_reps, random_episodes=args.random_episodes)
+            console.print(f"Report: {report}")
+            return 0
+        return run_study(config_from_args(args, command), console)
+    except StudyError as error:
+        print(f"sb3-ppo-variants compare: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("Interrupted: finished runs are saved; run the same command again to resume.", file=sys.stderr)
+        return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sb3_ppo_variants.compare.cli``: the compare command alone."""
+    argv = sys.argv[1:] if argv is None else argv
+    return run(make_parser().parse_args(argv), command=shlex.join(["python", "-m", "sb3_ppo_variants.compare.cli", *argv]))
+
+
+def make_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The ``compare`` parser (or fill ``parser``, e.g. a sub-command's)."""
+    if parser is None:
+        parser = argparse.ArgumentParser(prog="sb3-ppo-variants compare")
+    parser.description = DESCRIPTION.format(presets=", ".join(available_presets()))
+    parser.epilog = EXAMPLES
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    add_arguments(parser)
+    return parser

@@ -1,0 +1,206 @@
+"""
+Figures of the report (matplotlib, rliable's plotting helpers): learning curves per env (mean across seeds with a 95%
+stratified-bootstrap band, one line per method), normalised scores per method, and rliable's aggregate metrics.
+Each figure is written atomically as a PNG.
+"""
+
+import io
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+
+from sb3_ppo_variants.atomic import atomic_write
+from sb3_ppo_variants.compare.metrics import AGGREGATE_METRICS, curve_band
+from sb3_ppo_variants.compare.specs import Method
+
+if "matplotlib.pyplot" not in sys.modules:  # batch plotting; leave an interactive session's backend alone
+    matplotlib.use("Agg")
+
+from matplotlib import pyplot as plt
+from matplotlib.figure import Figure
+
+#: Colour map of each objective family (one shade per configuration); baselines get fixed colours.
+FAMILY_COLORMAPS = {"clip": "Blues", "adaptive_kl": "Greens", "fixed_kl": "Oranges", "none": "Reds"}
+BASELINE_COLORS = {"ppo": "#7f3b08", "trpo": "#c51b7d", "a2c": "#4d4d4d"}
+DPI = 150
+#: Height (inches) of one method's row in rliable's interval-estimate plot.
+ROW_HEIGHT = 0.45
+
+
+def method_colors(methods: Sequence[Method]) -> dict[str, Any]:
+    """A colour per method: shades of one colour map per objective family, so families read as groups."""
+    colors: dict[str, Any] = {}
+    families: dict[str, list[Method]] = {}
+    for method in methods:
+        families.setdefault(method.family, []).append(method)
+    other = iter(plt.get_cmap("tab10").colors)  # type: ignore[attr-defined]
+    for family, members in families.items():
+        for index, method in enumerate(members):
+            if method.is_baseline:
+                colors[method.label] = BASELINE_COLORS.get(method.label, next(other))
+            elif family in FAMILY_COLORMAPS:
+                shade = 0.75 if len(members) == 1 else 0.45 + 0.5 * index / (len(members) - 1)
+                colors[method.label] = plt.get_cmap(FAMILY_COLORMAPS[family])(shade)
+            else:
+                colors[method.label] = next(other)
+    return colors
+
+
+def save_figure(figure: Figure, path: Path) -> Path:
+    """Write ``figure`` as a PNG atomically and free it."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    plt.close(figure)
+    return atomic_write(path, lambda file: file.write(buffer.getvalue()))
+
+
+def _draw_curves(
+    axis: Any,
+    env_id: str,
+    curves: dict[str, list[dict[str, Any]]],
+    methods: Sequence[Method],
+    colors: dict[str, Any],
+    reps: int,
+) -> None:
+    from rliable import plot_utils
+
+    for method in methods:
+        if not curves.get(method.label):
+            continue
+        timesteps, mean, lower, upper = curve_band(curves[method.label], reps=reps)
+        if len(timesteps) == 0:
+            continue
+        # One call per method: each method is drawn against its own curve points.
+        plot_utils.plot_sample_efficiency_curve(
+            timesteps,
+            {method.label: mean},
+            {method.label: np.stack([lower, upper])},
+            algorithms=[method.label],
+            colors=colors,
+            ax=axis,
+            marker=None,
+            linewidth=1.5,
+            labelsize="medium",
+            ticklabelsize="small",
+            xlabel="environment steps",
+            ylabel="mean return, last 100 episodes",
+            wrect=4,
+            hrect=4,
+        )
+    axis.set_title(env_id, fontsize="medium")
+    axis.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
+
+
+def learning_curve_figures(
+    envs: Sequence[str],
+    curves: dict[str, dict[str, list[dict[str, Any]]]],
+    methods: Sequence[Method],
+    colors: dict[str, Any],
+    reps: int = 2000,
+) -> dict[str, Figure]:
+    """
+    One figure per env and an overview of all envs: mean learning curve across seeds and its pointwise 95% CI
+    (rliable's stratified bootstrap), one line per method.
+
+    :param envs: env ids
+    :param curves: env → method → the runs' stored curves
+    :param methods: methods in table order
+    :param colors: method label → colour
+    :param reps: bootstrap resamples per curve
+    :return: file stem → figure (``curves_<env>`` and ``learning_curves``)
+    """
+    figures: dict[str, Figure] = {}
+    columns = min(3, len(envs))
+    rows = math.ceil(len(envs) / columns)
+    overview, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.6 * rows), squeeze=False)
+    for index, env_id in enumerate(envs):
+        _draw_curves(axes.flat[index], env_id, curves.get(env_id, {}), methods, colors, reps)
+        single, axis = plt.subplots(figsize=(6, 4.2))
+        _draw_curves(axis, env_id, curves.get(env_id, {}), methods, colors, reps)
+        axis.legend(fontsize="small", frameon=False, loc="best")
+        figures[f"curves_{env_id}"] = single
+    for axis in list(axes.flat)[len(envs) :]:
+        axis.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    overview.legend(
+        list(unique.values()), list(unique), loc="lower center", ncol=min(6, len(unique)), frameon=False, fontsize="small"
+    )
+    overview.tight_layout(rect=(0, 0.04 + 0.03 * math.ceil(len(unique) / 6), 1, 1))
+    figures["learning_curves"] = overview
+    return figures
+
+
+def normalized_score_figure(
+    methods: Sequence[Method],
+    values: dict[str, float],
+    intervals: dict[str, tuple[float, float]],
+    paper: dict[str, float],
+    colors: dict[str, Any],
+) -> Figure:
+    """
+    Horizontal bars of each method's average normalised score (the table's value) with its 95% bootstrap CI, and the
+    paper's published Table 1 score as a marker where there is one.
+    """
+    shown = [method for method in methods if method.label in values]
+    figure, axis = plt.subplots(figsize=(7, 0.42 * len(shown) + 1.2))
+    positions = np.arange(len(shown))[::-1]
+    for position, method in zip(positions, shown, strict=True):
+        value = values[method.label]
+        error = None
+        if method.label in intervals:
+            low, high = intervals[method.label]
+            error = [[max(value - low, 0.0)], [max(high - value, 0.0)]]
+        axis.barh(position, value, color=colors[method.label], xerr=error, capsize=3, height=0.7)
+    paper_rows = [
+        (position, paper[method.label]) for position, method in zip(positions, shown, strict=True) if method.label in paper
+    ]
+    if paper_rows:
+        axis.scatter(
+            [value for _, value in paper_rows],
+            [position for position, _ in paper_rows],
+            marker="D",
+            color="black",
+            zorder=3,
+            label="paper (Table 1)",
+        )
+        axis.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axis.set_yticks(positions, [method.label for method in shown])
+    axis.axvline(0, color="grey", linewidth=0.8)
+    axis.axvline(1, color="grey", linewidth=0.8, linestyle=":")
+    axis.set_xlabel("average normalised score (random = 0, best run = 1); 95% CI")
+    axis.spines[["top", "right"]].set_visible(False)
+    figure.tight_layout()
+    return figure
+
+
+def aggregate_figure(
+    aggregates: dict[str, dict[str, tuple[float, float, float]]], methods: Sequence[Method], colors: dict[str, Any]
+) -> Figure:
+    """rliable's interval-estimate plot of IQM, mean and optimality gap of the normalised scores."""
+    from rliable import plot_utils
+
+    labels = [method.label for method in methods if method.label in aggregates]
+    points = {label: np.array([aggregates[label][name][0] for name in AGGREGATE_METRICS]) for label in labels}
+    intervals = {
+        label: np.array([[aggregates[label][name][bound] for name in AGGREGATE_METRICS] for bound in (1, 2)])
+        for label in labels
+    }
+    figure, _ = plot_utils.plot_interval_estimates(
+        points,
+        intervals,
+        metric_names=list(AGGREGATE_METRICS),
+        algorithms=labels,
+        colors={label: colors[label] for label in labels},
+        xlabel="normalised score",
+        subfigure_width=3.6,
+        row_height=ROW_HEIGHT,
+        # rliable places the x label in figure coordinates: keep it ~0.5 inch below the axes whatever the row count.
+        xlabel_y_coordinate=-0.5 / (ROW_HEIGHT * max(len(labels), 1)),
+    )
+    return figure

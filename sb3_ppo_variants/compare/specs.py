@@ -1,0 +1,192 @@
+"""
+What a study compares: methods (objective configurations such as ``clip:0.2`` and baseline algorithms) and the runs of
+the grid envs × methods × seeds. A run is fully described by a :class:`RunSpec`; its fingerprint identifies a finished
+result so a rerun can skip it.
+"""
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sb3_ppo_variants.objectives import OBJECTIVES
+
+#: The hyperparameter each objective's spec value sets, and how the paper names it.
+SPEC_PARAMETERS: dict[str, tuple[str, str]] = {
+    "clip": ("clip_range", "ε"),
+    "adaptive_kl": ("kl_target", "d_targ"),
+    "fixed_kl": ("kl_coef", "β"),
+}
+#: Objectives whose spec value may be an rl-zoo linear schedule (``lin_<start>``).
+SCHEDULE_OBJECTIVES = ("clip", "adaptive_kl")
+#: Row titles of Table 1 of the paper, by objective name.
+PAPER_TITLES = {
+    "none": "No clipping or penalty",
+    "clip": "Clipping",
+    "adaptive_kl": "Adaptive KL",
+    "fixed_kl": "Fixed KL",
+}
+#: Baseline algorithms (``--baselines``): name → (rl_zoo3 algorithm key, display name).
+BASELINES: dict[str, str] = {
+    "ppo": "SB3 PPO",
+    "trpo": "TRPO (sb3-contrib)",
+    "a2c": "A2C (SB3)",
+}
+#: Algorithm key of the PPOVariant runs.
+VARIANT_ALGO = "ppo_variant"
+
+_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+_SPEC_VALUE = re.compile(rf"^(?:lin_)?{_NUMBER}$")
+
+
+class StudyError(ValueError):
+    """Bad study input (unknown env, objective spec or preset, bad budget, ...), raised before any run starts."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """
+    One row of the comparison table.
+
+    :param label: canonical spec (``clip:0.2``, ``none``) or baseline name (``trpo``)
+    :param algo: ``"ppo_variant"`` for objective configurations, else the baseline's rl_zoo3 algorithm key
+    :param objective: objective name for PPOVariant rows, ``None`` for baselines
+    :param value: the spec value (a number or an rl-zoo ``lin_<start>`` string); ``None`` keeps the hyperparameter file's
+    """
+
+    label: str
+    algo: str
+    objective: str | None = None
+    value: float | str | None = None
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.algo != VARIANT_ALGO
+
+    @property
+    def family(self) -> str:
+        """Objective name, or ``"baseline"``."""
+        return self.objective if self.objective is not None else "baseline"
+
+    @property
+    def directory(self) -> str:
+        """File-system safe name of the method's result folder."""
+        return self.label.replace(":", "_")
+
+    @property
+    def title(self) -> str:
+        """Paper-style row title, e.g. ``Clipping, ε = 0.2``."""
+        if self.is_baseline:
+            return BASELINES[self.label]
+        assert self.objective is not None
+        title = PAPER_TITLES.get(self.objective, self.objective)
+        if self.value is None or self.objective not in SPEC_PARAMETERS:
+            return title
+        value = f"{self.value:g}" if isinstance(self.value, float) else self.value
+        return f"{title}, {SPEC_PARAMETERS[self.objective][1]} = {value}"
+
+    def sort_key(self) -> tuple[int, str, float, str]:
+        """The paper's row order (none, clip, adaptive KL, fixed KL, other objectives), then the baselines."""
+        families = ["none", "clip", "adaptive_kl", "fixed_kl"]
+        if self.is_baseline:
+            return (len(families) + 1, "", float(list(BASELINES).index(self.label)), self.label)
+        rank = families.index(self.family) if self.family in families else len(families)
+        number = -math.inf if self.value is None else float(str(self.value).removeprefix("lin_"))
+        return (rank, self.family, number, str(self.value))
+
+
+def _format_value(text: str) -> str:
+    """Canonical text of a spec value: ``0.20`` → ``0.2``, ``lin_2.5e-4`` → ``lin_0.00025``."""
+    prefix = "lin_" if text.startswith("lin_") else ""
+    return f"{prefix}{float(text.removeprefix('lin_')):g}"
+
+
+def parse_method(spec: str) -> Method:
+    """
+    Parse an objective spec ``name[:value]``: ``clip:0.2``, ``adaptive_kl:0.01``, ``fixed_kl:1``, ``none``.
+
+    The value sets ε for ``clip``, d_targ for ``adaptive_kl`` and β for ``fixed_kl``; ``clip`` and ``adaptive_kl``
+    also accept an rl-zoo linear schedule ``lin_<start>``. Without a value the hyperparameter file's setting (or
+    PPOVariant's default) is kept.
+
+    :raises StudyError: unknown name or bad value, naming the accepted ones
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise StudyError(f"--objectives: empty objective spec {spec!r}; use name[:value], e.g. clip:0.2")
+    name, _, value = spec.strip().partition(":")
+    if name not in OBJECTIVES:
+        raise StudyError(
+            f"--objectives: unknown objective {name!r} in spec {spec!r}; choose one of {', '.join(sorted(OBJECTIVES))} "
+            "(format name[:value], e.g. clip:0.2, adaptive_kl:0.01, fixed_kl:1, none)"
+        )
+    if not value:
+        return Method(label=name, algo=VARIANT_ALGO, objective=name)
+    if name not in SPEC_PARAMETERS:
+        raise StudyError(f"--objectives: objective {name!r} takes no value, got spec {spec!r}")
+    parameter = SPEC_PARAMETERS[name][0]
+    if not _SPEC_VALUE.match(value) or (value.startswith("lin_") and name not in SCHEDULE_OBJECTIVES):
+        accepted = "a number or lin_<number>" if name in SCHEDULE_OBJECTIVES else "a number"
+        raise StudyError(f"--objectives: the value of {spec!r} ({parameter}) must be {accepted}, got {value!r}")
+    number = float(value.removeprefix("lin_"))
+    if not math.isfinite(number) or number <= 0:
+        raise StudyError(f"--objectives: the value of {spec!r} ({parameter}) must be a finite number > 0, got {value!r}")
+    text = _format_value(value)
+    parsed: float | str = text if text.startswith("lin_") else float(text)
+    return Method(label=f"{name}:{text}", algo=VARIANT_ALGO, objective=name, value=parsed)
+
+
+def parse_baselines(names: list[str]) -> list[Method]:
+    """
+    Baseline methods from ``--baselines`` (an empty list means all of them).
+
+    :raises StudyError: an unknown baseline name
+    """
+    chosen = names or list(BASELINES)
+    for name in chosen:
+        if name not in BASELINES:
+            raise StudyError(f"--baselines: unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
+    return [Method(label=name, algo=name) for name in dict.fromkeys(chosen)]
+
+
+@dataclass
+class RunSpec:
+    """
+    One training run: everything its result depends on. A run is a pure function of this.
+
+    :param env_id: Gymnasium id
+    :param method: the method's label (see :class:`Method`)
+    :param algo: ``"ppo_variant"``, ``"ppo"``, ``"trpo"`` or ``"a2c"``
+    :param seed: seed of the model and the environments
+    :param timesteps: training budget in environment steps
+    :param hyperparams: rl-zoo-style hyperparameters as read from YAML (schedules as ``lin_`` strings, ``policy_kwargs``
+        as a string...), with the method's settings applied; converted by rl_zoo3 in the worker
+    :param eval_episodes: episodes of the final deterministic evaluation
+    :param curve_points: points of the stored learning curve
+    """
+
+    env_id: str
+    method: str
+    algo: str
+    seed: int
+    timesteps: int
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+    eval_episodes: int = 10
+    curve_points: int = 100
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.env_id}/{self.method.replace(':', '_')}/seed_{self.seed}"
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of everything the result depends on: a stored result with the same fingerprint is this run's."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunSpec":
+        return cls(**data)

@@ -1,0 +1,343 @@
+"""
+Comparison study end to end: a tiny grid through the CLI (result files, CSV, report, PNGs), resume after SIGKILL, bad
+input, baselines, diverged and failed runs, presets. The Ray backend is tested in test_compare_ray.py.
+"""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sb3_ppo_variants import ObjectiveOutput, PolicyBatch, SurrogateObjective
+from sb3_ppo_variants.__main__ import main
+from sb3_ppo_variants.compare import storage
+from sb3_ppo_variants.compare.hyperparams import SHARED_KEYS, method_hyperparams, zoo_tuned_entry
+from sb3_ppo_variants.compare.presets import get_preset
+from sb3_ppo_variants.compare.report import CSV_COLUMNS, write_report
+from sb3_ppo_variants.compare.runner import train_run
+from sb3_ppo_variants.compare.specs import Method, RunSpec, parse_baselines, parse_method
+from sb3_ppo_variants.compare.study import StudyConfig, plan_study, random_scores
+from sb3_ppo_variants.objectives import OBJECTIVES
+
+#: Small rollouts so that ~2k steps are 8 updates, and a large step size so that clipping acts (clip ≠ none).
+TINY_ENTRY = {"n_envs": 1, "n_steps": 256, "batch_size": 64, "n_epochs": 10, "learning_rate": 0.003}
+TINY_YAML = "CartPole-v1:\n  n_envs: 1\n  n_steps: 256\n  batch_size: 64\n  n_epochs: 10\n  learning_rate: 0.003\n"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def tiny_args(hyperparams: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "compare",
+        "--envs",
+        "CartPole-v1",
+        "--objectives",
+        "clip:0.2",
+        "none",
+        "--seeds",
+        "2",
+        "--timesteps",
+        "2048",
+        "--hyperparams",
+        str(hyperparams),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--eval-episodes",
+        "3",
+        "--random-episodes",
+        "20",
+        "--curve-points",
+        "16",
+        "--bootstrap-reps",
+        "200",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """The tiny grid (2 objectives × CartPole × 2 seeds × 2048 steps) run once through the CLI with the local pool."""
+    folder = tmp_path_factory.mktemp("tiny")
+    hyperparams = folder / "tiny.yml"
+    hyperparams.write_text(TINY_YAML)
+    out = folder / "study"
+    assert main(tiny_args(hyperparams, out)) == 0
+    return hyperparams, out
+
+
+def _results(out: Path) -> dict[str, dict]:
+    return {result["run_id"]: result for result in storage.load_results(out)}
+
+
+def test_tiny_grid_end_to_end(tiny_study):
+    hyperparams, out = tiny_study
+    results = _results(out)
+    assert sorted(results) == [f"CartPole-v1/{method}/seed_{seed}" for method in ("clip_0.2", "none") for seed in (0, 1)]
+    random = json.loads((out / "random_policy" / "CartPole-v1.json").read_text())
+    assert (
+        random["episodes"] == 20
+        and len(random["returns"]) == 20
+        and random["mean"] == pytest.approx(np.mean(random["returns"]))
+    )
+    for result in results.values():
+        config = result["config"]
+        spec = RunSpec.from_dict(config)
+        assert result["fingerprint"] == spec.fingerprint and result["status"] == "ok"
+        assert config["hyperparams"]["objective"] == config["method"].split(":")[0]
+        assert config["hyperparams"]["n_steps"] == 256 and config["timesteps"] == 2048
+        assert result["num_timesteps"] == 2048
+        assert result["score"] == pytest.approx(np.mean(result["last_returns"]))
+        assert len(result["last_returns"]) == min(result["episodes"], 100) > 0
+        curve = result["curve"]
+        assert curve["timesteps"] == [128 * k for k in range(1, 17)]
+        assert curve["mean_return"][-1] == pytest.approx(result["score"]) and curve["episodes"][-1] == result["episodes"]
+        assert len(result["eval_returns"]) == 3 and result["eval_mean"] == pytest.approx(np.mean(result["eval_returns"]))
+        assert result["wall_time"] > 0 and result["versions"]["stable_baselines3"]
+    # Same seed, different objective: same first rollout, then clipping changes the updates.
+    clip, none = results["CartPole-v1/clip_0.2/seed_0"]["curve"], results["CartPole-v1/none/seed_0"]["curve"]
+    assert clip["mean_return"][0] == none["mean_return"][0] and clip["mean_return"][-1] != none["mean_return"][-1]
+
+    # CSV: one row per run, normalised with the random policy and the best objective run.
+    with open(out / "runs.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert tuple(rows[0]) == CSV_COLUMNS and sorted(row["run_id"] for row in rows) == sorted(results)
+    best = max(result["score"] for result in results.values())
+    for row in rows:
+        expected = (float(row["score"]) - random["mean"]) / (best - random["mean"])
+        assert float(row["normalized_score"]) == pytest.approx(expected)
+        assert float(row["best_score"]) == pytest.approx(best) and float(row["random_score"]) == pytest.approx(random["mean"])
+
+    summary = json.loads((out / "summary.json").read_text())
+    for method in ("clip:0.2", "none"):
+        normalized = [float(row["normalized_score"]) for row in rows if row["method"] == method]
+        assert summary["methods"][method]["mean_normalized_score"] == pytest.approx(np.mean(normalized))
+
+    report = (out / "report.md").read_text()
+    clip_value = summary["methods"]["clip:0.2"]["mean_normalized_score"]
+    assert f"| Clipping, ε = 0.2 | `clip:0.2` | **{clip_value:.2f}** | 0.82 |" in report
+    assert "| No clipping or penalty | `none` |" in report and "| -0.39 |" in report
+    assert "python -m sb3_ppo_variants compare --envs CartPole-v1 --objectives clip:0.2 none" in report
+    assert f"Hyperparameters: `{hyperparams}`" in report
+    for name in ("learning_curves", "curves_CartPole-v1", "normalized_scores", "aggregate_metrics"):
+        png = out / "plots" / f"{name}.png"
+        assert png.read_bytes()[:8] == PNG_MAGIC and f"(plots/{name}.png)" in report
+        import matplotlib.image
+
+        assert matplotlib.image.imread(png).shape[0] > 100
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_report_only_and_changed_settings(tiny_study, capsys):
+    hyperparams, out = tiny_study
+    before = {path: path.read_bytes() for path in (out / "runs").rglob("*.json")}
+    report = (out / "report.md").read_text()
+    (out / "report.md").unlink()
+    for png in (out / "plots").glob("*.png"):
+        png.unlink()
+    assert main(["compare", "--out", str(out), "--report-only", "--bootstrap-reps", "200"]) == 0
+    # Same table (the report's time stamp aside), plots back, results untouched.
+    table = [line for line in report.splitlines() if line.startswith("|")]
+    assert [line for line in (out / "report.md").read_text().splitlines() if line.startswith("|")] == table
+    assert len(list((out / "plots").glob("*.png"))) == 4
+    # The same grid with another budget in the same folder is refused before running anything.
+    assert main(tiny_args(hyperparams, out, "--timesteps", "1024")) == 2
+    assert "made with other settings" in capsys.readouterr().err
+    assert {path: path.read_bytes() for path in (out / "runs").rglob("*.json")} == before
+
+
+def test_resume_after_sigkill(tmp_path, capsys):
+    hyperparams = tmp_path / "tiny.yml"
+    hyperparams.write_text(TINY_YAML)
+    out = tmp_path / "study"
+    args = tiny_args(hyperparams, out, "--workers", "1")
+    study = subprocess.Popen(
+        [sys.executable, "-m", "sb3_ppo_variants", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    import psutil
+
+    try:
+        deadline = time.monotonic() + 240
+        while not list((out / "runs").rglob("seed_*.json")):
+            assert study.poll() is None, study.stderr.read().decode() if study.stderr else ""
+            assert time.monotonic() < deadline, "no run finished in time"
+            time.sleep(0.2)
+        workers = psutil.Process(study.pid).children(recursive=True)
+        study.send_signal(signal.SIGKILL)
+        study.wait()
+    finally:
+        if study.poll() is None:
+            study.kill()
+    # The driver's worker processes do not outlive it.
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive
+    finished = {path: path.read_bytes() for path in (out / "runs").rglob("seed_*.json")}
+    assert 1 <= len(finished) < 4
+    for content in finished.values():
+        assert json.loads(content)["status"] == "ok"  # complete files only
+
+    capsys.readouterr()
+    assert main(args) == 0
+    output = capsys.readouterr().out
+    # Only the missing runs ran; the finished ones were kept byte for byte.
+    assert f"{len(finished)} run(s) of this grid already finished" in output
+    assert f"[{4 - len(finished)}/{4 - len(finished)}] done" in output
+    assert all(path.read_bytes() == content for path, content in finished.items())
+    assert len(_results(out)) == 4 and (out / "report.md").is_file()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--envs", "CartPol-v1"], "--envs: unknown environment 'CartPol-v1'; did you mean CartPole-v1"),
+        (["--objectives", "clip:0.2", "klpen:1"], "--objectives: unknown objective 'klpen'"),
+        (["--objectives", "fixed_kl:x"], "--objectives: the value of 'fixed_kl:x' (kl_coef) must be a number"),
+        (["--preset", "huge"], "--preset: unknown preset 'huge'; choose one of quick, paper"),
+        (["--seeds", "0"], "--seeds must be a positive whole number, got 0"),
+        (["--timesteps", "0"], "--timesteps must be a positive whole number, got 0.0"),
+        (["--timesteps", "-2000"], "--timesteps must be a positive whole number, got -2000.0"),
+        (["--timesteps", "100.5"], "--timesteps must be a positive whole number, got 100.5"),
+        (["--workers", "0"], "--workers must be a positive whole number, got 0"),
+        (["--baselines", "ppo", "sac"], "--baselines: unknown baseline 'sac'; choose from ppo, trpo, a2c"),
+        (["--hyperparams", "missing.yml"], "--hyperparams: file 'missing.yml' not found"),
+        (["--hyperparams", "{no_entry}"], "--hyperparams: no entry for 'CartPole-v1'"),
+        (["--hyperparams", "{bad_value}"], "kl_target must be > 0, got -1.0"),
+        (["--out", "{unwritable}"], "--out: cannot write to the output folder"),
+    ],
+)
+def test_bad_input_fails_before_any_run(tmp_path, capsys, flags, message):
+    (tmp_path / "no_entry.yml").write_text("Pendulum-v1:\n  n_envs: 1\n")
+    (tmp_path / "bad_value.yml").write_text("default:\n  kl_target: -1\n")
+    (tmp_path / "a_file").write_text("")
+    values = {
+        "{no_entry}": str(tmp_path / "no_entry.yml"),
+        "{bad_value}": str(tmp_path / "bad_value.yml"),
+        "{unwritable}": str(tmp_path / "a_file" / "study"),
+    }
+    out = tmp_path / "study"
+    args = ["compare", "--envs", "CartPole-v1", "--objectives", "clip:0.2", "--seeds", "1", "--timesteps", "100"]
+    args += ["--out", str(out), *(values.get(flag, flag) for flag in flags)]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "done" not in captured.out
+    assert not (out / "runs").exists()
+
+
+def test_report_only_needs_results(tmp_path, capsys):
+    assert main(["compare", "--out", str(tmp_path), "--report-only"]) == 2
+    assert "holds no study results" in capsys.readouterr().err
+
+
+def test_presets_plan():
+    paper = get_preset("paper")
+    plan = plan_study(
+        StudyConfig(out=Path("unused"), envs=paper.envs, objectives=paper.objectives, seeds=paper.seeds,
+                    timesteps=paper.timesteps, hyperparams=paper.hyperparams, baselines=[])
+    )  # fmt: skip
+    assert len(plan.specs) == 7 * (11 + 3) * 3 and len(plan.methods) == 14
+    clip = next(spec for spec in plan.specs if spec.method == "clip:0.3" and spec.env_id == "Hopper-v5")
+    table3 = {"n_steps": 2048, "learning_rate": 3e-4, "n_epochs": 10, "batch_size": 64, "gamma": 0.99, "gae_lambda": 0.95}
+    assert {key: clip.hyperparams[key] for key in table3} == table3
+    assert clip.hyperparams["ent_coef"] == 0.0 and "pi=[64, 64], vf=[64, 64]" in clip.hyperparams["policy_kwargs"]
+    assert clip.hyperparams["clip_range"] == 0.3 and clip.timesteps == 1_000_000
+    trpo = next(spec for spec in plan.specs if spec.method == "trpo" and spec.env_id == "Hopper-v5")
+    # No rl-zoo TRPO entry for the v5 tasks: TRPO's defaults with the study's env, network and discount settings.
+    assert set(trpo.hyperparams) <= set(SHARED_KEYS) and trpo.hyperparams["policy_kwargs"] == clip.hyperparams["policy_kwargs"]
+
+    quick = get_preset("quick")
+    plan = plan_study(StudyConfig(out=Path("unused"), envs=quick.envs, objectives=quick.objectives, seeds=quick.seeds,
+                                  timesteps=quick.timesteps, hyperparams=quick.hyperparams))  # fmt: skip
+    assert len(plan.specs) == 2 * 4 * 2
+    cartpole = next(spec for spec in plan.specs if spec.method == "adaptive_kl:0.01" and spec.env_id == "CartPole-v1")
+    assert cartpole.hyperparams["n_envs"] == 8 and cartpole.hyperparams["kl_target"] == 0.01
+    assert cartpole.hyperparams["learning_rate"] == "lin_0.001"  # converted by rl_zoo3 in the worker
+
+
+def _tiny_spec(method: Method, timesteps: int = 1024, **entry) -> RunSpec:
+    hyperparams = method_hyperparams({**TINY_ENTRY, **entry}, method, "CartPole-v1")
+    return RunSpec("CartPole-v1", method.label, method.algo, seed=1, timesteps=timesteps, hyperparams=hyperparams,
+                   eval_episodes=2, curve_points=8)  # fmt: skip
+
+
+def test_sb3_ppo_baseline_equals_clip():
+    clip = train_run(_tiny_spec(parse_method("clip:0.2")))
+    ppo = train_run(_tiny_spec(parse_baselines(["ppo"])[0]))
+    assert ppo["config"]["hyperparams"] == TINY_ENTRY  # no PPOVariant keys
+    for key in ("score", "last_returns", "curve", "eval_returns", "num_timesteps"):
+        assert ppo[key] == clip[key]
+
+
+@pytest.mark.parametrize("algo", ["trpo", "a2c"])
+def test_trpo_and_a2c_baselines(algo):
+    method = parse_baselines([algo])[0]
+    spec = _tiny_spec(method, timesteps=2048)
+    # CartPole has tuned rl-zoo hyperparameters for both: they are used as they are.
+    tuned = zoo_tuned_entry(algo, "CartPole-v1")
+    assert tuned is not None
+    tuned.pop("n_timesteps")
+    assert spec.hyperparams == tuned
+    result = train_run(spec)
+    assert result["status"] == "ok" and result["episodes"] > 0 and result["num_timesteps"] >= 2048
+    # Without tuned ones (CartPole-v0): the algorithm's defaults, with the study's shared settings only.
+    assert method_hyperparams({**TINY_ENTRY, "gamma": 0.95}, method, "CartPole-v0") == {"n_envs": 1, "gamma": 0.95}
+
+
+class NaNAfterSecondUpdate(SurrogateObjective):
+    """L^CPI whose loss becomes NaN from the second update on, to exercise a diverging run."""
+
+    name = "test_nan"
+
+    def __init__(self) -> None:
+        self.updates = 0
+
+    @classmethod
+    def from_hyperparameters(cls, *, clip_range, kl_coef, kl_target):
+        return cls()
+
+    def begin_update(self, progress_remaining: float) -> None:
+        self.updates += 1
+
+    def loss(self, batch: PolicyBatch) -> ObjectiveOutput:
+        loss = -batch.mean(batch.ratio * batch.advantages)
+        return ObjectiveOutput(loss * float("nan") if self.updates > 1 else loss)
+
+
+def test_diverged_and_failed_runs(tmp_path, monkeypatch):
+    monkeypatch.setitem(OBJECTIVES, "test_nan", NaNAfterSecondUpdate)
+    ok = train_run(_tiny_spec(parse_method("clip:0.2")))
+    diverged = train_run(_tiny_spec(Method("test_nan", "ppo_variant", objective="test_nan")))
+    failed = train_run(_tiny_spec(parse_method("none"), env_kwargs={"no_such_argument": 1}))
+
+    # Diverged: stopped at the second update (2 rollouts of 256 steps), scored on the episodes before, evaluated.
+    assert diverged["status"] == "diverged" and "Non-finite" in diverged["error"]
+    assert diverged["num_timesteps"] == 512 and diverged["score"] is not None and len(diverged["eval_returns"]) == 2
+    assert failed["status"] == "failed" and "no_such_argument" in failed["error"]
+    assert failed["score"] is None and failed["eval_returns"] == []
+
+    for result in (ok, diverged, failed):
+        storage.save_result(tmp_path, RunSpec.from_dict(result["config"]), result)
+    random_scores(tmp_path, {"CartPole-v1": TINY_ENTRY}, episodes=5)
+    write_report(tmp_path, bootstrap_reps=100, random_episodes=5)
+    report = (tmp_path / "report.md").read_text()
+    assert "`test_nan`: 1 run(s) stopped on a non-finite loss" in report
+    assert "`none`: 1 run(s) failed (no score): CartPole-v1/none/seed_1" in report
+    assert "| No clipping or penalty | `none` | **—** |" in report
+    with open(tmp_path / "runs.csv") as file:
+        statuses = {row["method"]: row["status"] for row in csv.DictReader(file)}
+    assert statuses == {"clip:0.2": "ok", "test_nan": "diverged", "none": "failed"}
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).with_name("sb3-ppo-variants")
+    assert script.is_file() and os.access(script, os.X_OK)
+    help_text = subprocess.run([str(script), "compare", "--help"], capture_output=True, text=True, check=True).stdout
+    for flag in ("--envs", "--objectives", "--seeds", "--timesteps", "--workers", "--out", "--preset", "--hyperparams",
+                 "--baselines", "--ray-address", "--report-only"):  # fmt: skip
+        assert flag in help_text
