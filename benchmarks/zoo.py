@@ -105,8 +105,10 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "--hyperparams objective:\"'<objective>'\" --seed <seed> --eval-episodes 10` (shipped "
         "`sb3_ppo_variants/hyperparams/ppo_variant.yml`, rl-zoo defaults otherwise). **final**: deterministic "
         f"evaluation of the final model over {FINAL_EVAL_EPISODES} episodes with the run's VecNormalize statistics "
-        "(mean ± std over seeds; per seed in brackets). **eval best / last**: rl-zoo's EvalCallback mean reward "
-        "(10 deterministic episodes every 25k steps), mean over seeds. β: `model.kl_coef` at the end.",
+        "(mean ± std over seeds; then per seed). **eval best / last**: rl-zoo's EvalCallback mean reward "
+        "(10 deterministic episodes every 25k steps), mean over seeds. **β**: `model.kl_coef` at the end (mean over "
+        "seeds). **met**: mean final ≥ target (rl-zoo benchmark's SB3 PPO figure). **CPU time**: of the training "
+        "process, one torch thread, on a shared 2-core machine.",
         "",
         "| env | steps | objective | final | per seed | eval best | eval last | β | target | met | CPU time / run |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -156,7 +158,9 @@ def main() -> None:
                 results["runs"].setdefault(env_id, {}).setdefault(objective, {})[str(seed)] = figures
                 results.update(command=command, versions=versions())
                 save_results("zoo", results, markdown(results, command))
-    print(markdown(results, command))
+    if results["runs"]:  # also rewrites the report of runs kept by --resume
+        save_results("zoo", results, markdown(results, command))
+        print(markdown(results, command))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,13 @@ and then run rl-zoo's own ``train``/``enjoy`` with every rl-zoo argument. In you
     train()  # parses sys.argv like `python -m rl_zoo3.train`, with --algo ppo_variant available
 """
 
-from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER, convert_onpolicy_params
-from rl_zoo3.utils import ALGOS
+try:
+    from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER, convert_onpolicy_params
+    from rl_zoo3.utils import ALGOS
+except ImportError as error:  # pragma: no cover (the zoo extra is installed for the tests)
+    raise ImportError(
+        f"sb3_ppo_variants.zoo needs rl-baselines3-zoo and optuna ({error}): pip install 'sb3-ppo-variants[zoo]'"
+    ) from error
 
 from sb3_ppo_variants.ppo_variant import PPOVariant
 from sb3_ppo_variants.zoo.exp_manager import (
