@@ -143,7 +143,9 @@ def main() -> None:
     results: dict[str, Any] = {"runs": {}}
     if args.resume and (RESULTS / "zoo.json").is_file():
         results = json.loads((RESULTS / "zoo.json").read_text())
-        command = results.get("command", command)
+        # The report names every command that produced its runs.
+        if results.get("command") and command != results["command"]:
+            command = f"{results['command']} && {command}"
     log_root = args.log_folder or Path(tempfile.mkdtemp(prefix="zoo-benchmark-"))
     for env_id in args.envs:
         for seed in range(args.seeds or DEFAULT_SEEDS.get(env_id, 1)):
@@ -159,8 +161,8 @@ def main() -> None:
                 results.update(command=command, versions=versions())
                 save_results("zoo", results, markdown(results, command))
     if results["runs"]:  # also rewrites the report of runs kept by --resume
-        save_results("zoo", results, markdown(results, command))
-        print(markdown(results, command))
+        save_results("zoo", results, markdown(results, results["command"]))
+        print(markdown(results, results["command"]))
 
 
 if __name__ == "__main__":
