@@ -11,7 +11,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FixedTrial, TrialState
 
-from sb3_ppo_variants.zoo import PPOVariantExperimentManager, register
+from sb3_ppo_variants.zoo import PPOVariantExperimentManager, ZooConfigError, register
 from sb3_ppo_variants.zoo.__main__ import main
 from sb3_ppo_variants.zoo.sampler import KL_COEF_RANGE, KL_TARGET_RANGE, PAPER_OBJECTIVES, sample_ppo_variant_params
 
@@ -179,3 +179,39 @@ def test_objective_fixed_on_the_command_line(tmp_path, capsys, kind):
     assert stop.value.code == 2
     assert "study 'beta' samples objective among ['fixed_kl']" in capsys.readouterr().err
     assert len(load_study(storage, "beta").get_trials()) == 1
+
+
+@pytest.mark.parametrize(
+    "objective, choices",
+    [(None, list(PAPER_OBJECTIVES)), ("fixed_kl", ["fixed_kl"]), (["adaptive_kl", "fixed_kl"], ["adaptive_kl", "fixed_kl"])],
+)
+def test_command_line_objective_sets_the_choices(tmp_path, objective, choices):
+    custom = None if objective is None else {"objective": objective}
+    experiment = PPOVariantExperimentManager(
+        argparse.Namespace(), "ppo_variant", "CartPole-v1", str(tmp_path), hyperparams=custom, optimize_hyperparameters=True
+    )
+    assert experiment.objective_choices == choices
+    hyperparams, _ = experiment.read_hyperparameters()
+    experiment._preprocess_hyperparams(hyperparams)  # a list of valid names is accepted when optimizing
+
+    # A trial samples among them.
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(10):
+        trial = study.ask()
+        trial.set_user_attr("objective_choices", choices)
+        assert sample_ppo_variant_params(trial, 1, 1, {})["objective"] in choices
+        study.tell(trial, 0.0)
+
+
+def test_bad_objective_choice_is_rejected(tmp_path):
+    experiment = PPOVariantExperimentManager(
+        argparse.Namespace(),
+        "ppo_variant",
+        "CartPole-v1",
+        str(tmp_path),
+        hyperparams={"objective": ["adaptive_kl", "klpen"]},
+        optimize_hyperparameters=True,
+    )
+    hyperparams, _ = experiment.read_hyperparameters()
+    with pytest.raises(ZooConfigError, match="objective='klpen' is not valid"):
+        experiment._preprocess_hyperparams(hyperparams)
