@@ -105,8 +105,9 @@ def prepare_storage(storage: str, attempts: int = 10) -> None:
 
 class PPOVariantExperimentManager(ExperimentManager):
     """
-    rl-zoo's experiment manager (same arguments, same behaviour for every other algorithm), used by
-    ``python -m sb3_ppo_variants.zoo train``. See the module docstring for what it adds.
+    rl-zoo's experiment manager (same arguments), used by ``python -m sb3_ppo_variants.zoo train``. See the module
+    docstring for what it adds; for other algorithms it only adds the worker attribute of trials, the storage-table
+    preparation and the clean-up of a run folder whose set-up failed.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
