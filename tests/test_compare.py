@@ -125,7 +125,7 @@ def test_tiny_grid_end_to_end(tiny_study):
     assert f"| Clipping, ε = 0.2 | `clip:0.2` | **{clip_value:.2f}** | 0.82 |" in report
     assert "| No clipping or penalty | `none` |" in report and "| -0.39 |" in report
     assert "python -m sb3_ppo_variants compare --envs CartPole-v1 --objectives clip:0.2 none" in report
-    assert f"Hyperparameters: `{hyperparams}`" in report
+    assert f"Hyperparameters: `{hyperparams}`\n" in report
     for name in ("learning_curves", "curves_CartPole-v1", "normalized_scores", "aggregate_metrics"):
         png = out / "plots" / f"{name}.png"
         assert png.read_bytes()[:8] == PNG_MAGIC and f"(plots/{name}.png)" in report
@@ -258,6 +258,13 @@ def test_presets_plan():
     cartpole = next(spec for spec in plan.specs if spec.method == "adaptive_kl:0.01" and spec.env_id == "CartPole-v1")
     assert cartpole.hyperparams["n_envs"] == 8 and cartpole.hyperparams["kl_target"] == 0.01
     assert cartpole.hyperparams["learning_rate"] == "lin_0.001"  # converted by rl_zoo3 in the worker
+
+
+def test_baselines_alone():
+    plan = plan_study(
+        StudyConfig(out=Path("unused"), envs=["CartPole-v1"], objectives=[], seeds=1, timesteps=10, baselines=["a2c"])
+    )
+    assert [(spec.method, spec.algo) for spec in plan.specs] == [("a2c", "a2c")]
 
 
 def _tiny_spec(method: Method, timesteps: int = 1024, **entry) -> RunSpec:

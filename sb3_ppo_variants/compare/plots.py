@@ -54,7 +54,7 @@ def method_colors(methods: Sequence[Method]) -> dict[str, Any]:
 def save_figure(figure: Figure, path: Path) -> Path:
     """Write ``figure`` as a PNG atomically and free it."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", pil_kwargs={"optimize": True})
     plt.close(figure)
     return atomic_write(path, lambda file: file.write(buffer.getvalue()))
 

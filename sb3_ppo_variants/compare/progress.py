@@ -73,6 +73,8 @@ class GridProgress:
         if run_id not in self.running:
             self.running[run_id] = self.progress.add_task(f"  {escape(describe(spec))}", total=spec.timesteps)
             self.progress.update(self.grid, description=self._grid_description())
+            if not self.console.is_terminal:  # a log file gets no live bars: say when each run starts
+                self.console.print(f"started {escape(describe(spec))}", highlight=False, soft_wrap=True)
         self.progress.update(self.running[run_id], completed=min(timesteps, spec.timesteps))
 
     def _finish(self, spec: RunSpec, status: str, line: str) -> None:

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -183,19 +184,27 @@ def _write_plots(
     if not results:
         return []
     colors = plots.method_colors(methods)
+    # A study folder may mix budgets on an env (e.g. a seed added later with another budget): plot the most common
+    # (budget, curve points) of each env, so every averaged curve shares its x values.
+    grids: dict[str, Counter] = {}
+    for result in results:
+        config = result["config"]
+        grids.setdefault(config["env_id"], Counter())[(config["timesteps"], config["curve_points"])] += 1
     curves: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for result in results:
-        if result.get("status") in ("ok", "diverged") and result.get("curve"):
-            config = result["config"]
+        config = result["config"]
+        shared_grid = grids[config["env_id"]].most_common(1)[0][0] == (config["timesteps"], config["curve_points"])
+        if result.get("status") in ("ok", "diverged") and result.get("curve") and shared_grid:
             curves.setdefault(config["env_id"], {}).setdefault(config["method"], []).append(result["curve"])
     # Fewer resamples for the many pointwise curve intervals than for the table's.
     figures = plots.learning_curve_figures(envs, curves, methods, colors, reps=min(reps, 2000))
-    values = {method: summary.mean_normalized for method, summary in summaries.items() if summary.mean_normalized is not None}
+    values: dict[str, float] = {}
+    for method, summary in summaries.items():
+        if summary.mean_normalized is not None:
+            values[method] = summary.mean_normalized
     if values:
         intervals = {method: (aggregate["Mean"][1], aggregate["Mean"][2]) for method, aggregate in aggregates.items()}
-        figures["normalized_scores"] = plots.normalized_score_figure(
-            methods, values, intervals, published["table1"], colors  # type: ignore[arg-type]
-        )
+        figures["normalized_scores"] = plots.normalized_score_figure(methods, values, intervals, published["table1"], colors)
     if aggregates:
         figures["aggregate_metrics"] = plots.aggregate_figure(aggregates, methods, colors)
     written = []
@@ -273,14 +282,11 @@ def _markdown(
     history = storage.read_json(study_file)["commands"] if study_file.is_file() else []
     # A resumed study repeats its command: show each distinct command once.
     commands = list(dict.fromkeys(entry["command"] for entry in history))
-    files = list(dict.fromkeys(str(entry["hyperparams"]) for entry in history))
+    files = list(dict.fromkeys(_display_path(entry["hyperparams"]) for entry in history))
     lines = ["# Objective comparison study", ""]
     if commands:
         lines += ["Command" + ("s" if len(commands) > 1 else "") + ":", "", "```bash", *commands, "```", ""]
-        lines += [
-            "Hyperparameters: " + ", ".join("defaults (Table 3)" if file == "None" else f"`{file}`" for file in files),
-            "",
-        ]
+        lines += ["Hyperparameters: " + ", ".join(files), ""]
     if not results:
         return "\n".join([*lines, "No finished runs yet.", ""])
 
@@ -292,7 +298,8 @@ def _markdown(
         f"{len(results)} runs: {len(envs)} env(s) × {len(methods)} method(s) × {len(seeds)} seed(s), "
         f"{' / '.join(f'{budget:,}' for budget in budgets)} steps per run; "
         f"{statuses['ok']} ok, {statuses['diverged']} diverged, {statuses['failed']} failed; "
-        f"{wall_time / 3600:.2f} CPU-hours of training. Report written {time.strftime('%Y-%m-%d %H:%M')}.",
+        f"{wall_time / 3600:.2f} hours of training in total (sum of the runs' wall times, one core each). "
+        f"Report written {time.strftime('%Y-%m-%d %H:%M')}.",
         "",
         "## Average normalised score (Table 1 of the paper)",
         "",
@@ -342,7 +349,9 @@ def _markdown(
     rows.append(["random policy (= 0)", *(_return(constants[env].random) if env in constants else "—" for env in envs)])
     rows.append(["best run (= 1)", *(_return(constants[env].best) if env in constants else "—" for env in envs)])
     if any(env.split("-v")[0] in figure3 for env in envs):
-        rows.append(["paper Fig. 3, clip (≈, v1 tasks)", *(str(figure3.get(env.split("-v")[0], "—")) for env in envs)])
+        rows.append(
+            ["paper Fig. 3, clip, 1M steps (≈, v1 tasks)", *(str(figure3.get(env.split("-v")[0], "—")) for env in envs)]
+        )
     lines += [*_table(["Method", *envs], rows), ""]
 
     lines += ["Normalised score, mean over seeds.", ""]
@@ -356,8 +365,8 @@ def _markdown(
     lines += [*_table(["Method", *envs], rows), ""]
 
     lines += [
-        "Final deterministic evaluation: mean return of the evaluation episodes after training (observation "
-        "normalisation frozen), mean ± std over seeds.",
+        "Final deterministic evaluation: mean return of the evaluation episodes after training (with the observation "
+        "normalisation, if any, frozen), mean ± std over seeds.",
         "",
     ]
     rows = [
@@ -376,17 +385,45 @@ def _markdown(
     return "\n".join(lines)
 
 
+def _display_path(path: str | None) -> str:
+    """A hyperparameter file as the report shows it: files shipped with this package or rl_zoo3 by their package path."""
+    if path is None:
+        return "the algorithms' defaults (the paper's Table 3 for PPO)"
+    import rl_zoo3
+
+    import sb3_ppo_variants
+
+    for package in (sb3_ppo_variants, rl_zoo3):
+        folder = Path(package.__file__).parent
+        if Path(path).is_relative_to(folder):
+            return f"`{Path(path).relative_to(folder.parent)}` (installed {package.__name__} {package.__version__})"
+    return f"`{path}`"
+
+
 def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
 def _ranking_lines(summaries: dict[str, MethodSummary], methods: Sequence[Method]) -> list[str]:
+    """The objective families ranked by their best configuration, and whether the paper's ordering holds."""
     families = {method.label: method.family for method in methods}
     ranking = family_ranking(summaries, families)
     if len(ranking) < 2:
         return []
     order = " > ".join(f"{family} (best `{method}`: {value:.2f})" for family, method, value in ranking)
-    return ["Objective families ranked by their best configuration: " + order + ".", ""]
+    lines = ["Objective families ranked by their best configuration: " + order + "."]
+    best = {family: value for family, _, value in ranking}
+    if all(family in best for family in ("clip", "adaptive_kl", "fixed_kl", "none")):
+        holds = (
+            best["clip"] > max(best["adaptive_kl"], best["fixed_kl"])
+            and min(best["adaptive_kl"], best["fixed_kl"]) > best["none"]
+        )
+        lines.append(
+            "The paper's ordering (clipping > adaptive KL and fixed KL > no clipping or penalty) "
+            + ("**holds**" if holds else "**does not hold**")
+            + " here."
+        )
+    return [*lines, ""]
 
 
 def _notes(

@@ -124,7 +124,7 @@ def plan_study(config: StudyConfig) -> Plan:
         _positive_integer("--timesteps", config.timesteps)
     if not config.envs:
         raise StudyError("--envs: no environment given (or use --preset)")
-    if not config.objectives and not config.baselines:
+    if not config.objectives and config.baselines is None:
         raise StudyError("--objectives: no objective spec given (e.g. clip:0.2 adaptive_kl:0.01 fixed_kl:1 none)")
     for env_id in config.envs:
         check_env(env_id)
