@@ -394,7 +394,7 @@ def _display_path(path: str | None) -> str:
     import sb3_ppo_variants
 
     for package in (sb3_ppo_variants, rl_zoo3):
-        folder = Path(package.__file__).parent
+        folder = Path(str(package.__file__)).parent
         if Path(path).is_relative_to(folder):
             return f"`{Path(path).relative_to(folder.parent)}` (installed {package.__name__} {package.__version__})"
     return f"`{path}`"
