@@ -86,7 +86,8 @@ def _mean_std(values: Sequence[float]) -> str:
     mean = float(np.mean(values))
     if len(values) == 1:
         return _return(mean)
-    return f"{_return(mean)} ± {_return(float(np.std(values)), scale=mean)}"
+    std = float(np.std(values))
+    return f"{_return(mean, scale=max(abs(mean), std))} ± {_return(std, scale=max(abs(mean), std))}"
 
 
 def _interval(aggregate: tuple[float, float, float] | None) -> str:
@@ -208,7 +209,9 @@ def _write_plots(
     if aggregates:
         figures["aggregate_metrics"] = plots.aggregate_figure(aggregates, methods, colors)
     written = []
-    for stem, figure in figures.items():
+    # Overviews first, then one learning-curve figure per env.
+    order = ["learning_curves", "normalized_scores", "aggregate_metrics"]
+    for stem, figure in sorted(figures.items(), key=lambda item: [*order, item[0]].index(item[0])):
         path = plots.save_figure(figure, out / storage.PLOTS / f"{stem}.png")
         written.append(str(path.relative_to(out)))
     return written
