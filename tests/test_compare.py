@@ -18,7 +18,7 @@ import pytest
 from sb3_ppo_variants import ObjectiveOutput, PolicyBatch, SurrogateObjective
 from sb3_ppo_variants.__main__ import main
 from sb3_ppo_variants.compare import storage
-from sb3_ppo_variants.compare.hyperparams import SHARED_KEYS, method_hyperparams, zoo_tuned_entry
+from sb3_ppo_variants.compare.hyperparams import SHARED_KEYS, method_hyperparams, preprocess, zoo_tuned_entry
 from sb3_ppo_variants.compare.presets import get_preset
 from sb3_ppo_variants.compare.report import CSV_COLUMNS, write_report
 from sb3_ppo_variants.compare.runner import train_run
@@ -265,6 +265,22 @@ def test_baselines_alone():
         StudyConfig(out=Path("unused"), envs=["CartPole-v1"], objectives=[], seeds=1, timesteps=10, baselines=["a2c"])
     )
     assert [(spec.method, spec.algo) for spec in plan.specs] == [("a2c", "a2c")]
+
+
+def test_schedule_specs_are_converted_by_rl_zoo():
+    plan = plan_study(
+        StudyConfig(out=Path("unused"), envs=["CartPole-v1"], objectives=["clip:lin_0.3", "adaptive_kl:lin_0.02"], seeds=1,
+                    timesteps=10)
+    )  # fmt: skip
+    assert [spec.hyperparams for spec in plan.specs] == [
+        {"objective": "clip", "clip_range": "lin_0.3"},
+        {"objective": "adaptive_kl", "kl_target": "lin_0.02"},
+    ]
+    _, clip, _ = preprocess(plan.specs[0])
+    _, adaptive, _ = preprocess(plan.specs[1])
+    # rl_zoo3's linear schedules: the start value at progress 1, half of it at progress 0.5.
+    assert clip["clip_range"](1.0) == pytest.approx(0.3) and clip["clip_range"](0.5) == pytest.approx(0.15)
+    assert adaptive["kl_target"](0.5) == pytest.approx(0.01)
 
 
 def _tiny_spec(method: Method, timesteps: int = 1024, **entry) -> RunSpec:
