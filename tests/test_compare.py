@@ -142,7 +142,13 @@ def test_report_only_and_changed_settings(tiny_study, capsys):
     (out / "report.md").unlink()
     for png in (out / "plots").glob("*.png"):
         png.unlink()
+    capsys.readouterr()
     assert main(["compare", "--out", str(out), "--report-only", "--bootstrap-reps", "200"]) == 0
+    # The terminal shows the tables: Table 1 with every method's spec, and the final evaluation returns.
+    terminal = capsys.readouterr().out
+    assert "Average normalised score" in terminal and "Final deterministic evaluation" in terminal
+    for spec in {line.split("`")[1] for line in report.splitlines() if line.startswith("| ") and "`" in line}:
+        assert spec in terminal
     # Same table (the report's time stamp aside), plots back, results untouched.
     table = [line for line in report.splitlines() if line.startswith("|")]
     assert [line for line in (out / "report.md").read_text().splitlines() if line.startswith("|")] == table

@@ -130,13 +130,14 @@ def run(args: argparse.Namespace, command: str = "") -> int:
     try:
         if args.report_only:
             from sb3_ppo_variants.compare import storage
-            from sb3_ppo_variants.compare.report import write_report
+            from sb3_ppo_variants.compare.report import print_tables, write_report
 
             out = args.out or config_from_args(args).out
             if not (out / storage.RUNS).is_dir():
                 raise StudyError(f"--out: {str(out)!r} holds no study results (no {storage.RUNS}/ folder)")
             storage.check_writable(out)
             report = write_report(out, bootstrap_reps=args.bootstrap_reps, random_episodes=args.random_episodes)
+            print_tables(report, console)
             console.print(f"Report: {report}")
             return 0
         return run_study(config_from_args(args, command), console)

@@ -20,8 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from sb3_ppo_variants.compare._compat import import_rliable
-
 #: Statuses whose score counts. A diverged run (non-finite loss) is scored on its episodes before the divergence.
 SCORED_STATUSES = ("ok", "diverged")
 #: rliable aggregate metrics reported, in order.
@@ -162,7 +160,8 @@ def numpy_global_seed(seed: int) -> Iterator[None]:
 
 
 def _aggregates(scores: np.ndarray) -> np.ndarray:
-    _, metrics = import_rliable()
+    from rliable import metrics  # imported on use: it pulls in arch and scipy
+
     return np.array([metrics.aggregate_iqm(scores), metrics.aggregate_mean(scores), metrics.aggregate_optimality_gap(scores)])
 
 
@@ -178,7 +177,8 @@ def aggregate_intervals(
     :param confidence: coverage of the intervals
     :return: per method, per metric name: (point estimate, lower, upper)
     """
-    library, _ = import_rliable()
+    from rliable import library
+
     usable = {method: matrix for method, matrix in matrices.items() if matrix.size > 0}
     if not usable:
         return {}
@@ -203,7 +203,8 @@ def curve_band(
         episode are dropped
     :return: timesteps, mean, lower, upper
     """
-    library, _ = import_rliable()
+    from rliable import library
+
     timesteps = np.asarray(curves[0]["timesteps"], dtype=float)
     values = np.array([[np.nan if v is None else v for v in curve["mean_return"]] for curve in curves], dtype=float)
     keep = ~np.isnan(values).any(axis=0)

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.markdown import Markdown
 
 from sb3_ppo_variants.atomic import atomic_write_text
 from sb3_ppo_variants.compare import plots, storage
@@ -54,6 +56,9 @@ CSV_COLUMNS = (
     "host",
     "fingerprint",
 )
+#: Headings that open and close the report's tables (what the terminal summary shows).
+TABLES_HEADING = "## Average normalised score (Table 1 of the paper)"
+PLOTS_HEADING = "## Plots"
 
 
 def paper_scores() -> dict[str, Any]:
@@ -165,6 +170,21 @@ def write_report(out: Path, bootstrap_reps: int = 10_000, random_episodes: int |
     storage.write_json(out / "summary.json", summary)
     markdown = _markdown(out, results, envs, methods, summaries, constants, aggregates, published, figures)
     return atomic_write_text(out / "report.md", markdown)
+
+
+def print_tables(report: Path, console: Console) -> None:
+    """
+    Show the tables of a written report in the terminal: Table 1, per-env scores and final evaluation returns.
+
+    :param report: path of ``report.md``
+    :param console: where to print
+    """
+    text = Path(report).read_text()
+    start = text.find(TABLES_HEADING)
+    if start < 0:  # no finished runs yet
+        return
+    end = text.find(PLOTS_HEADING, start)
+    console.print(Markdown(text[start : end if end >= 0 else len(text)]))
 
 
 def _algo(results: Sequence[dict[str, Any]], label: str) -> str:
@@ -304,7 +324,7 @@ def _markdown(
         f"{wall_time / 3600:.2f} hours of training in total (sum of the runs' wall times, one core each). "
         f"Report written {time.strftime('%Y-%m-%d %H:%M')}.",
         "",
-        "## Average normalised score (Table 1 of the paper)",
+        TABLES_HEADING,
         "",
         f"Score of a run: mean return of its last {SCORE_EPISODES} training episodes. Per env, normalised so that a "
         "uniformly random policy scores 0 and the best objective run of this study scores 1. **Ours** is the mean over "
@@ -382,7 +402,7 @@ def _markdown(
     lines += [*_table(["Method", *envs], rows), ""]
 
     if figures:
-        lines += ["## Plots", ""]
+        lines += [PLOTS_HEADING, ""]
         lines += [f"![{Path(figure).stem}]({figure})" for figure in figures] + [""]
     lines += _notes(results, summaries, methods, constants)
     return "\n".join(lines)

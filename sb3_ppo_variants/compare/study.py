@@ -282,9 +282,10 @@ def run_study(config: StudyConfig, console: Console | None = None) -> int:
             storage.save_result(config.out, spec, outcome)
             progress.finished(spec, outcome)
 
-    from sb3_ppo_variants.compare.report import write_report
+    from sb3_ppo_variants.compare.report import print_tables, write_report
 
     report = write_report(config.out, bootstrap_reps=config.bootstrap_reps, random_episodes=config.random_episodes)
+    print_tables(report, console)
     console.print(f"Report: {report}")
     if lost:
         console.print(f"[red]{lost} run(s) lost (worker crash); run the same command again to run them[/red]")
