@@ -55,6 +55,14 @@ def train(log_folder: Path, *hyperparams: str, extra: tuple[str, ...] = (), n_ti
     )
 
 
+def enjoy(log_folder: Path, steps: int, *extra: str) -> subprocess.CompletedProcess:
+    """rl-zoo's enjoy of the ppo_variant CartPole-v1 run in the log folder, without rendering."""
+    return run_zoo(
+        "enjoy", "--algo", "ppo_variant", "--env", ENV_ID, "-f", str(log_folder), "--no-render", "-n", str(steps), *extra,
+        cwd=log_folder,
+    )  # fmt: skip
+
+
 # (objective, extra --hyperparams, whether the run normalizes)
 RUNS = [
     ("clip", ["clip_range:'lin_0.1'"], False),
@@ -104,26 +112,10 @@ def test_train_each_objective(tmp_path, objective, hyperparams, normalized):
 @pytest.mark.slow
 def test_enjoy_plays_the_saved_run(tmp_path):
     train(tmp_path, "objective:'fixed_kl'", "normalize:True")
-    played = run_zoo(
-        "enjoy", "--algo", "ppo_variant", "--env", ENV_ID, "-f", str(tmp_path), "--no-render", "-n", "100", cwd=tmp_path
-    )
+    played = enjoy(tmp_path, 100)
     assert f"Loading {tmp_path / 'ppo_variant' / f'{ENV_ID}_1' / f'{ENV_ID}.zip'}" in played.stdout
     assert "Loading running average" in played.stdout  # the run's VecNormalize statistics
-    played = run_zoo(
-        "enjoy",
-        "--algo",
-        "ppo_variant",
-        "--env",
-        ENV_ID,
-        "-f",
-        str(tmp_path),
-        "--no-render",
-        "-n",
-        "600",
-        "--load-best",
-        "--deterministic",
-        cwd=tmp_path,
-    )
+    played = enjoy(tmp_path, 600, "--load-best", "--deterministic")
     assert "best_model.zip" in played.stdout
     assert re.search(r"Mean reward: [0-9.]+ \+/- [0-9.]+", played.stdout)  # at least one finished episode
 
@@ -180,18 +172,5 @@ def test_objective_registered_by_a_gym_package(tmp_path):
     run = tmp_path / "ppo_variant" / f"{ENV_ID}_1"
     with open(run / ENV_ID / "config.yml") as file:
         assert dict(yaml.load(file, Loader=yaml.UnsafeLoader))["objective"] == "half_clip"
-    played = run_zoo(
-        "enjoy",
-        "--algo",
-        "ppo_variant",
-        "--env",
-        ENV_ID,
-        "-f",
-        str(tmp_path),
-        "--no-render",
-        "-n",
-        "50",
-        *package,
-        cwd=tmp_path,
-    )
+    played = enjoy(tmp_path, 50, *package)
     assert f"Loading {run / f'{ENV_ID}.zip'}" in played.stdout
