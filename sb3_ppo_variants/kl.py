@@ -32,9 +32,15 @@ def categorical_kl(old_log_probs: th.Tensor, new_log_probs: th.Tensor) -> th.Ten
     """
     KL between categorical distributions given as normalised log-probabilities, shape (batch, n_actions).
 
+    Actions that π_old gives probability 0 contribute 0 (the limit of p log(p/q)), so the sum runs over the valid
+    actions only. That includes actions masked out with ``-inf`` logits on both sides (``-inf - -inf`` is NaN, and is
+    never multiplied in, so neither the value nor its gradient becomes NaN) or with sb3-contrib's ``-1e8``.
+
     :return: KL per sample, shape (batch,)
     """
-    return (old_log_probs.exp() * (old_log_probs - new_log_probs)).sum(dim=-1)
+    old_probs = old_log_probs.exp()
+    log_ratio = th.where(old_probs > 0, old_log_probs - new_log_probs, 0.0)
+    return (old_probs * log_ratio).sum(dim=-1)
 
 
 def bernoulli_kl(old_logits: th.Tensor, new_logits: th.Tensor) -> th.Tensor:
@@ -129,3 +135,18 @@ def sampled_kl(old_log_prob: th.Tensor, new_log_prob: th.Tensor) -> th.Tensor:
     """
     log_ratio = new_log_prob - old_log_prob
     return th.expm1(log_ratio) - log_ratio
+
+
+def kl_between(old_distribution: Distribution, new_distribution: Distribution) -> th.Tensor | None:
+    """
+    Exact KL[π_old(·|s) ‖ π_θ(·|s)] per sample between two SB3 distributions of the same family.
+
+    :param old_distribution: π_old, populated (``proba_distribution`` called)
+    :param new_distribution: π_θ, populated
+    :return: KL per sample, shape (batch,), or ``None`` if the family has no known closed form
+    """
+    closed_form = closed_form_kl(new_distribution)
+    if closed_form is None:
+        return None
+    old = closed_form.parameters(old_distribution.distribution)  # type: ignore[attr-defined]
+    return closed_form.kl(old, closed_form.parameters(new_distribution.distribution))  # type: ignore[attr-defined]

@@ -31,6 +31,7 @@ from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_ppo_variants.checks import check_choice, check_number, check_positive_or_schedule
+from sb3_ppo_variants.masking import masked_mean
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,8 @@ class PolicyBatch:
     :param ratio: r = π_θ(a|s) / π_old(a|s)
     :param advantages: advantage estimates Â (already normalised if the algorithm normalises them)
     :param kl: exact KL[π_old(·|s) ‖ π_θ(·|s)] per sample; set only when the objective's ``requires_kl`` is true
-    :param mask: optional validity weights (bool or 0/1 float), e.g. for padded sequences in RecurrentPPO;
-        ``None`` means every sample counts
+    :param mask: optional validity mask (bool, or 0/1 float), e.g. for the padding of RecurrentPPO's sequences;
+        ``None`` means every sample counts. Values at invalid rows never reach the result, even if they are inf or NaN
     """
 
     ratio: th.Tensor
@@ -51,11 +52,8 @@ class PolicyBatch:
     mask: th.Tensor | None = None
 
     def mean(self, values: th.Tensor) -> th.Tensor:
-        """Mean over the valid samples, without a host sync (no boolean indexing)."""
-        if self.mask is None:
-            return values.mean()
-        weights = self.mask.to(values.dtype)
-        return (values * weights).sum() / weights.sum().clamp_min(1.0)
+        """Mean over the valid samples (see :func:`sb3_ppo_variants.masking.masked_mean`)."""
+        return masked_mean(values, None if self.mask is None else self.mask.bool())
 
 
 @dataclass(frozen=True)
@@ -96,11 +94,13 @@ class SurrogateObjective(ABC):
     def loss(self, batch: PolicyBatch) -> ObjectiveOutput:
         """Policy loss (the negated surrogate objective) and diagnostics for one minibatch."""
 
-    def end_update(self, mean_kl: float) -> None:  # noqa: B027 (optional hook)
+    def end_update(self, mean_kl: float | None) -> None:  # noqa: B027 (optional hook)
         """
         Called once after all epochs of an update.
 
-        :param mean_kl: d = mean exact KL[π_old ‖ π_θ] over the rollout, measured with the updated policy
+        :param mean_kl: d = mean exact KL[π_old ‖ π_θ] over the valid samples of the rollout, measured with the updated
+            policy; ``None`` when it was not measured (objectives with ``requires_kl = False``, unless the algorithm's
+            ``log_kl`` is set)
         """
 
     def logs(self) -> dict[str, float]:
@@ -236,7 +236,8 @@ class AdaptiveKLPenalty(FixedKLPenalty):
     def begin_update(self, progress_remaining: float) -> None:
         self._current_kl_target = self.kl_target(progress_remaining)
 
-    def end_update(self, mean_kl: float) -> None:
+    def end_update(self, mean_kl: float | None) -> None:
+        assert mean_kl is not None, "the adaptive rule needs d (requires_kl is True, so the algorithm measures it)"
         if mean_kl < self._current_kl_target / self.tolerance:
             self.kl_coef /= self.factor
         elif mean_kl > self._current_kl_target * self.tolerance:

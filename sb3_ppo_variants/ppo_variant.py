@@ -1,4 +1,5 @@
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -6,19 +7,26 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, BasePolicy, MultiInputActorCriticPolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, RolloutBufferSamples, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule, explained_variance
 from torch.nn import functional as F
 
 from sb3_ppo_variants.atomic import atomic_save
 from sb3_ppo_variants.checks import check_bool, check_number, check_optional, check_positive_or_schedule
+from sb3_ppo_variants.kl import kl_between, sampled_kl
+from sb3_ppo_variants.masking import masked_mean, normalize_advantages
 from sb3_ppo_variants.objectives import PolicyBatch, SurrogateObjective, check_objective, make_objective
-from sb3_ppo_variants.old_policy import OldPolicy, minibatches_with_indices
+from sb3_ppo_variants.old_policy import OldPolicy
 from sb3_ppo_variants.update_stats import NonFiniteLossError, UpdateStats
 
 SelfPPOVariant = TypeVar("SelfPPOVariant", bound="PPOVariant")
+
+#: d (the mean KL over the rollout) is measured in chunks of at least this many samples: big enough that per-call
+#: overhead does not matter, small enough that a rollout of images does not have to fit in memory at once.
+KL_CHUNK_SIZE = 1024
 
 
 def clone_tensors(state: Any) -> Any:
@@ -84,6 +92,9 @@ class PPOVariant(OnPolicyAlgorithm):
     :param kl_target: d_targ of ``"adaptive_kl"``: β is halved when the update's mean KL is below ``kl_target / 1.5``
         and doubled when above ``1.5 * kl_target``. A number or a function of the progress remaining. Ignored by the
         other objectives. Not SB3's ``target_kl`` (early stopping).
+    :param log_kl: Also measure and log ``train/kl`` (the exact mean KL[π_old ‖ π_θ] over the rollout after each
+        update) for objectives that do not use the KL (``"clip"``, ``"none"``). Off by default: it costs a frozen copy
+        of the policy and one extra actor pass over the rollout per update. KL objectives always log it.
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
@@ -125,6 +136,7 @@ class PPOVariant(OnPolicyAlgorithm):
         objective: "str | SurrogateObjective" = "clip",
         kl_coef: float = 1.0,
         kl_target: float | Schedule = 0.01,
+        log_kl: bool = False,
         _init_setup_model: bool = True,
     ):
         # Validate everything before SB3 creates environments or networks.
@@ -164,6 +176,7 @@ class PPOVariant(OnPolicyAlgorithm):
         self.objective = built_objective
         self._initial_kl_coef = float(kl_coef)
         self.kl_target = kl_target
+        self.log_kl = log_kl
 
         if _init_setup_model:
             self._setup_model()
@@ -184,7 +197,7 @@ class PPOVariant(OnPolicyAlgorithm):
         check_optional(check_positive_or_schedule, "clip_range_vf", arguments["clip_range_vf"])
         check_positive_or_schedule("kl_target", arguments["kl_target"])
         check_optional(check_number, "target_kl", arguments["target_kl"], low=0.0, low_inclusive=False)
-        for name in ("normalize_advantage", "use_sde"):
+        for name in ("normalize_advantage", "use_sde", "log_kl"):
             check_bool(name, arguments[name])
         check_number("sde_sample_freq", arguments["sde_sample_freq"], low=-1, integer=True)
         check_number("verbose", arguments["verbose"], low=0, integer=True)
@@ -225,7 +238,7 @@ class PPOVariant(OnPolicyAlgorithm):
             self.clip_range_vf = FloatSchedule(self.clip_range_vf)
         # torch defaults to its single-tensor (for-loop) optimizer code on CPU. The multi-tensor (foreach) code gives
         # the same numbers (the parity tests check it) and is faster for the many small tensors of an MLP policy.
-        if "foreach" not in self.policy_kwargs.get("optimizer_kwargs", {}):
+        if "foreach" not in (self.policy_kwargs.get("optimizer_kwargs") or {}):
             for group in self.policy.optimizer.param_groups:
                 if "foreach" in group and group["foreach"] is None:
                     group["foreach"] = True
@@ -233,6 +246,12 @@ class PPOVariant(OnPolicyAlgorithm):
         self.objective = make_objective(
             self.objective, clip_range=self.clip_range, kl_coef=self._initial_kl_coef, kl_target=self.kl_target
         )
+        # π_old's frozen copy is made at the first update that needs it (never saved: it is rebuilt from the policy).
+        self._old_policy: OldPolicy | None = None
+        self._kl_is_estimate = False
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_old_policy"]
 
     @property
     def kl_coef(self) -> float:
@@ -247,6 +266,11 @@ class PPOVariant(OnPolicyAlgorithm):
         check_number("kl_coef", value, low=0.0)
         self.objective.kl_coef = float(value)
 
+    # ------------------------------------------------------------------------------------------------------------------
+    # The update. train() is the same for every variant of this package; a variant (masks, recurrent policies, ...)
+    # overrides only the extension points below it.
+    # ------------------------------------------------------------------------------------------------------------------
+
     def train(self) -> None:
         """
         Update policy using the currently gathered rollout buffer: ``n_epochs`` passes of minibatch gradient steps on
@@ -255,9 +279,8 @@ class PPOVariant(OnPolicyAlgorithm):
         The update is all-or-nothing: if it fails (a non-finite loss, or any exception) the policy and optimizer are
         restored to their state before it.
         """
-        # π_old, frozen for the whole update (captured while the policy is still in the evaluation mode it collected
-        # the rollout in), and the state to go back to if the update fails.
-        old_policy = OldPolicy.from_rollout(self.policy, self.rollout_buffer, self.batch_size)
+        # π_old, frozen for the whole update; only objectives (or the diagnostic) that use the KL pay for it.
+        old_policy = self._capture_old_policy() if self._measures_kl else None
         last_good_state = clone_tensors((self.policy.state_dict(), self.policy.optimizer.state_dict()))
 
         # Switch to train mode (this affects batch norm / dropout)
@@ -271,11 +294,15 @@ class PPOVariant(OnPolicyAlgorithm):
         stats = UpdateStats()
         try:
             self._run_epochs(stats, old_policy, clip_range, clip_range_vf)
-            # d of the adaptive rule: mean exact KL over the rollout, with the updated policy (paper §4).
-            mean_kl = old_policy.mean_kl(self.policy)
             gradient_norm = th.stack(stats.gradient_norms).mean() if stats.gradient_norms else th.zeros(())
-            table, (mean_kl_value, gradient_norm_value) = stats.read(mean_kl, gradient_norm)  # the update's host sync
-            self._raise_if_nonfinite(stats, table, {"train/kl": mean_kl_value, "gradient norm": gradient_norm_value})
+            if old_policy is None:
+                table, (gradient_norm_value,) = stats.read(gradient_norm)  # the update's one host sync
+                mean_kl_value = None
+            else:
+                # d of the adaptive rule: mean exact KL over the rollout, with the updated policy (paper §4).
+                mean_kl = self._mean_kl(old_policy)
+                table, (gradient_norm_value, mean_kl_value) = stats.read(gradient_norm, mean_kl)
+            self._raise_if_nonfinite(stats, table, {"gradient norm": gradient_norm_value, "train/kl": mean_kl_value or 0.0})
         except BaseException as error:
             self._restore(last_good_state)
             # NaN parameters make torch's distribution checks raise before the end of the update: report the cause.
@@ -283,15 +310,22 @@ class PPOVariant(OnPolicyAlgorithm):
                 self._raise_if_nonfinite(stats, stats.read()[0], {}, cause=error)
             raise
 
-        self.objective.end_update(mean_kl_value)
-        self._record(stats, table, clip_range, clip_range_vf, mean_kl_value, kl_coef, gradient_norm_value, old_policy)
+        self.objective.end_update(mean_kl_value)  # type: ignore[arg-type]
+        self._record(stats, table, clip_range, clip_range_vf, mean_kl_value, kl_coef, gradient_norm_value)
 
-    def _run_epochs(self, stats: UpdateStats, old_policy: OldPolicy, clip_range: float, clip_range_vf: float | None) -> None:
+    @property
+    def _measures_kl(self) -> bool:
+        """Whether updates compute the exact KL: the objective uses it, or ``log_kl`` asks for ``train/kl``."""
+        return bool(self.objective.requires_kl) or self.log_kl
+
+    def _run_epochs(
+        self, stats: UpdateStats, old_policy: OldPolicy | None, clip_range: float, clip_range_vf: float | None
+    ) -> None:
         """The ``n_epochs`` passes of minibatch gradient steps, recording each minibatch's loss terms in ``stats``."""
         continue_training = True
         for epoch in range(self.n_epochs):
-            for rollout_data, batch_indices in minibatches_with_indices(self.rollout_buffer, self.batch_size):
-                loss, terms = self._minibatch_loss(rollout_data, batch_indices, old_policy, clip_range, clip_range_vf)
+            for rollout_data in self._minibatches(self.batch_size):
+                loss, terms = self._minibatch_loss(rollout_data, old_policy, clip_range, clip_range_vf)
                 stats.add(epoch, terms)
 
                 # SB3's early stopping (see SB3 PPO and https://github.com/DLR-RM/stable-baselines3/issues/417).
@@ -314,56 +348,70 @@ class PPOVariant(OnPolicyAlgorithm):
 
     def _minibatch_loss(
         self,
-        rollout_data: RolloutBufferSamples,
-        batch_indices: th.Tensor,
-        old_policy: OldPolicy,
+        rollout_data: Any,
+        old_policy: OldPolicy | None,
         clip_range: float,
         clip_range_vf: float | None,
     ) -> tuple[th.Tensor, dict[str, th.Tensor]]:
         """
         Total loss of one minibatch, and its named terms: SB3's ``train/*`` scalars, then the objective's diagnostics.
+        Every per-sample term is averaged over the valid samples only (see :meth:`_valid_mask`).
         """
         actions = rollout_data.actions
         if isinstance(self.action_space, spaces.Discrete):
             # Convert discrete action from float to long
             actions = rollout_data.actions.long().flatten()
 
-        values, log_prob, entropy = self.policy.evaluate_actions(rollout_data.observations, actions)
-        values = values.flatten()
-        # SB3 distributions are filled in place: evaluate_actions() left π_θ for this minibatch in policy.action_dist,
-        # so the exact KL needs no second forward pass.
-        new_distribution = self.policy.action_dist
+        valid = self._valid_mask(rollout_data)
+        old_log_prob, advantages = rollout_data.old_log_prob, rollout_data.advantages
+        returns, old_values = rollout_data.returns, rollout_data.old_values
+        if valid is not None:
+            # Padded rows hold arbitrary values: zero them *before* any non-linear operation, so that neither a value
+            # nor a gradient can turn into NaN through inf * 0 (masking the outputs alone is not enough).
+            old_log_prob, advantages, returns, old_values = (
+                th.where(valid, tensor, 0.0) for tensor in (old_log_prob, advantages, returns, old_values)
+            )
 
-        advantages = rollout_data.advantages
+        values, log_prob, entropy, new_distribution = self._evaluate_actions(rollout_data, actions)
+        values = values.flatten()
+
         # Normalization does not make sense if mini batchsize == 1, see SB3 GH issue #325
         if self.normalize_advantage and len(advantages) > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+            advantages = normalize_advantages(advantages, valid)
 
         # ratio between old and new policy, should be one at the first iteration
-        log_ratio = log_prob - rollout_data.old_log_prob
+        log_ratio = log_prob - old_log_prob
+        if valid is not None:
+            log_ratio = th.where(valid, log_ratio, 0.0)
         ratio = th.exp(log_ratio)
-        kl = old_policy.kl(batch_indices, new_distribution, log_prob) if self.objective.requires_kl else None
-        objective_output = self.objective.loss(PolicyBatch(ratio=ratio, advantages=advantages, kl=kl))
+        kl = None
+        if self.objective.requires_kl:
+            assert old_policy is not None
+            kl = self._kl(rollout_data, old_policy, new_distribution, old_log_prob, log_prob)
+        objective_output = self.objective.loss(PolicyBatch(ratio=ratio, advantages=advantages, kl=kl, mask=valid))
         policy_loss = objective_output.loss
 
         if clip_range_vf is None:
             values_pred = values
         else:
             # Clip the difference between old and new value. NOTE: this depends on the reward scaling
-            values_pred = rollout_data.old_values + th.clamp(values - rollout_data.old_values, -clip_range_vf, clip_range_vf)
+            values_pred = old_values + th.clamp(values - old_values, -clip_range_vf, clip_range_vf)
         # Value loss using the TD(gae_lambda) target
-        value_loss = F.mse_loss(rollout_data.returns, values_pred)
+        if valid is None:
+            value_loss = F.mse_loss(returns, values_pred)
+        else:
+            value_loss = masked_mean((returns - values_pred) ** 2, valid)
 
         # Entropy loss favors exploration; approximate entropy when there is no analytical form
-        entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+        entropy_loss = -masked_mean(-log_prob if entropy is None else entropy, valid)
 
         loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
 
         with th.no_grad():
             # SB3's diagnostics: k3 estimate of KL[π_old ‖ π_θ] on the taken actions
             # (http://joschu.net/blog/kl-approx.html), and the fraction of ratios outside the clip range.
-            approx_kl = th.mean(th.expm1(log_ratio) - log_ratio)
-            clip_fraction = th.mean((th.abs(ratio - 1) > clip_range).float())
+            approx_kl = masked_mean(th.expm1(log_ratio) - log_ratio, valid)
+            clip_fraction = masked_mean((th.abs(ratio - 1) > clip_range).float(), valid)
         terms = {
             "policy_gradient_loss": policy_loss,
             "value_loss": value_loss,
@@ -374,6 +422,106 @@ class PPOVariant(OnPolicyAlgorithm):
             **objective_output.diagnostics,
         }
         return loss, terms
+
+    def _kl(
+        self,
+        rollout_data: Any,
+        old_policy: OldPolicy,
+        new_distribution: Distribution,
+        old_log_prob: th.Tensor,
+        new_log_prob: th.Tensor,
+    ) -> th.Tensor:
+        """
+        KL[π_old(·|s) ‖ π_θ(·|s)] per sample: exact, from π_old's distribution on the same minibatch inputs, or the
+        sample estimate (r - 1) - log r on the taken actions for a distribution without a closed form (with a warning
+        and ``train/kl_is_estimate = 1``).
+        """
+        with th.no_grad():
+            old_distribution = self._distribution(old_policy.policy, rollout_data)
+        kl = kl_between(old_distribution, new_distribution)
+        if kl is not None:
+            return kl
+        if not self._kl_is_estimate:
+            self._kl_is_estimate = True
+            warnings.warn(
+                f"No closed-form KL for {type(new_distribution).__name__}: the KL penalty and train/kl use the sample "
+                "estimate (r - 1) - log r on the rollout's actions instead of the exact KL.",
+                stacklevel=2,
+            )
+        return sampled_kl(old_log_prob, new_log_prob)
+
+    def _mean_kl(self, old_policy: OldPolicy) -> th.Tensor:
+        """
+        d: the mean KL[π_old ‖ π_θ] over the valid samples of the rollout, with π_θ the updated policy (both in
+        evaluation mode), as a 0-d tensor (the caller decides when to sync).
+
+        It walks the rollout with :meth:`_minibatches`, so each sample is evaluated with the inputs its minibatches
+        give it (masks; for recurrent policies, the LSTM state stored at the start of its sequence). NumPy's global
+        random state is restored afterwards: measuring d must not change the minibatches of later updates.
+        """
+        random_state = np.random.get_state()
+        self.policy.set_training_mode(False)
+        total = th.zeros((), device=self.device)
+        count = th.zeros((), device=self.device)
+        try:
+            with th.no_grad():
+                for rollout_data in self._minibatches(max(self.batch_size, KL_CHUNK_SIZE)):
+                    actions = rollout_data.actions
+                    if isinstance(self.action_space, spaces.Discrete):
+                        actions = actions.long().flatten()
+                    new_distribution = self._distribution(self.policy, rollout_data)
+                    new_log_prob = new_distribution.log_prob(actions)
+                    kl = self._kl(rollout_data, old_policy, new_distribution, rollout_data.old_log_prob, new_log_prob)
+                    valid = self._valid_mask(rollout_data)
+                    total += kl.sum() if valid is None else th.where(valid, kl, 0.0).sum()
+                    count += len(kl) if valid is None else valid.sum()
+        finally:
+            np.random.set_state(random_state)
+            self.policy.set_training_mode(True)
+        return total / count.clamp_min(1)
+
+    def _capture_old_policy(self) -> OldPolicy:
+        """
+        Extension point: π_old for the update about to start, i.e. a frozen copy of the policy that collected the
+        rollout. The copy is made once and refreshed in place at every update.
+        """
+        if self._old_policy is None:
+            self._old_policy = OldPolicy(self.policy)
+        return self._old_policy.capture(self.policy)
+
+    def _minibatches(self, batch_size: int) -> Iterator[Any]:
+        """
+        Extension point: the minibatches of one epoch, drawn from the full rollout buffer. The default is SB3's
+        ``rollout_buffer.get(batch_size)`` (a new random permutation from NumPy's global generator each epoch).
+        """
+        return self.rollout_buffer.get(batch_size)
+
+    def _valid_mask(self, rollout_data: Any) -> th.Tensor | None:
+        """
+        Extension point: which rows of a minibatch are real samples (a bool tensor of shape (batch,)), or ``None``
+        when all are (the default). Rows that are not valid, e.g. the padding of a recurrent minibatch, contribute
+        nothing to any loss term, to the advantage normalisation, to the diagnostics or to the adaptive rule's d.
+        """
+        return None
+
+    def _evaluate_actions(
+        self, rollout_data: Any, actions: th.Tensor
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None, Distribution]:
+        """
+        Extension point: π_θ and V on one minibatch, with gradients: values, log π_θ(a|s) of the taken actions, the
+        entropy (``None`` without a closed form) and π_θ's distribution.
+        """
+        values, log_prob, entropy = self.policy.evaluate_actions(rollout_data.observations, actions)
+        # SB3 distributions are filled in place: evaluate_actions() left π_θ for this minibatch in policy.action_dist,
+        # so the KL needs no second forward pass.
+        return values, log_prob, entropy, self.policy.action_dist
+
+    def _distribution(self, policy: BasePolicy, rollout_data: Any) -> Distribution:
+        """
+        Extension point: the action distribution of ``policy`` (π_old's frozen copy, or π_θ when d is measured) on
+        one minibatch, with the same inputs as :meth:`_evaluate_actions`.
+        """
+        return policy.get_distribution(rollout_data.observations)  # type: ignore[attr-defined, operator]
 
     def _restore(self, state: tuple[dict[str, Any], dict[str, Any]]) -> None:
         policy_state, optimizer_state = state
@@ -404,10 +552,9 @@ class PPOVariant(OnPolicyAlgorithm):
         table: np.ndarray,
         clip_range: float,
         clip_range_vf: float | None,
-        mean_kl: float,
+        mean_kl: float | None,
         kl_coef: float,
         gradient_norm: float,
-        old_policy: OldPolicy,
     ) -> None:
         """Log SB3 PPO's ``train/*`` keys (same meaning) and this package's."""
         means = stats.means(table, last_epoch_only=("approx_kl",))
@@ -423,12 +570,13 @@ class PPOVariant(OnPolicyAlgorithm):
         self.logger.record("train/clip_range", clip_range)
         if clip_range_vf is not None:
             self.logger.record("train/clip_range_vf", clip_range_vf)
-        self.logger.record("train/kl", mean_kl)
+        if mean_kl is not None:
+            self.logger.record("train/kl", mean_kl)
         self.logger.record("train/kl_coef", kl_coef)
         self.logger.record("train/grad_norm", gradient_norm)
         for name, value in self.objective.logs().items():
             self.logger.record(f"train/{name}", value)
-        if not old_policy.is_exact:
+        if self._kl_is_estimate:
             self.logger.record("train/kl_is_estimate", 1.0)
 
     def learn(

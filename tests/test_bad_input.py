@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import torch as th
 
 from sb3_ppo_variants import AdaptiveKLPenalty, ClippedSurrogate, FixedKLPenalty, PPOVariant
 
@@ -115,3 +116,17 @@ def test_kl_coef_setter_rejects_negative():
         model.kl_coef = -1.0
     model.kl_coef = 2.0
     assert model.kl_coef == 2.0 == model.objective.kl_coef
+
+
+def test_optimizer_kwargs_none_is_accepted_like_sb3():
+    """SB3's PPO accepts optimizer_kwargs=None (no extra arguments); so does PPOVariant, and it still picks foreach Adam."""
+    model = PPOVariant(
+        "MlpPolicy",
+        "CartPole-v1",
+        n_steps=64,
+        batch_size=32,
+        policy_kwargs=dict(optimizer_class=th.optim.AdamW, optimizer_kwargs=None),
+    )
+    assert isinstance(model.policy.optimizer, th.optim.AdamW)
+    assert model.policy.optimizer.param_groups[0]["foreach"] is True
+    model.learn(64)

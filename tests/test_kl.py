@@ -217,7 +217,7 @@ def as_float64(distribution):
 )
 def test_logged_kl_is_exact_mean_kl_of_the_update(env_id, kwargs):
     """train/kl = mean exact KL between the policy before and after the update, over the rollout."""
-    settings = dict(n_steps=64, batch_size=32, n_epochs=3, seed=0, learning_rate=3e-3, **kwargs)
+    settings = dict(n_steps=64, batch_size=32, n_epochs=3, seed=0, learning_rate=3e-3, log_kl=True, **kwargs)
     trained = PPOVariant("MlpPolicy", env_id, **settings).learn(64)  # one rollout and one update
     untrained = PPOVariant("MlpPolicy", env_id, **settings)  # same seed: the policy that collected the rollout
     observations = th.as_tensor(trained.rollout_buffer.observations).reshape(64, -1)
