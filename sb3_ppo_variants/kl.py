@@ -98,6 +98,15 @@ _DIAG_GAUSSIAN = ClosedFormKL(
 )
 
 
+def torch_distribution_of(distribution: Distribution) -> object:
+    """
+    The torch distribution(s) inside an SB3 distribution: ``.distribution``, or the list ``.distributions`` of
+    sb3-contrib's masked multi-categorical and Bernoulli distributions (``None`` if not populated).
+    """
+    torch_distribution = getattr(distribution, "distribution", None)
+    return getattr(distribution, "distributions", None) if torch_distribution is None else torch_distribution
+
+
 def closed_form_kl(distribution: Distribution) -> ClosedFormKL | None:
     """
     Find the closed-form KL for an SB3 distribution.
@@ -108,7 +117,7 @@ def closed_form_kl(distribution: Distribution) -> ClosedFormKL | None:
     :param distribution: an SB3 ``Distribution``
     :return: the matching :class:`ClosedFormKL`, or ``None`` if the distribution has no known closed form
     """
-    torch_distribution = getattr(distribution, "distribution", None)
+    torch_distribution = torch_distribution_of(distribution)
     if isinstance(torch_distribution, Categorical):
         return _CATEGORICAL
     if (
@@ -148,5 +157,5 @@ def kl_between(old_distribution: Distribution, new_distribution: Distribution) -
     closed_form = closed_form_kl(new_distribution)
     if closed_form is None:
         return None
-    old = closed_form.parameters(old_distribution.distribution)  # type: ignore[attr-defined]
-    return closed_form.kl(old, closed_form.parameters(new_distribution.distribution))  # type: ignore[attr-defined]
+    old = closed_form.parameters(torch_distribution_of(old_distribution))
+    return closed_form.kl(old, closed_form.parameters(torch_distribution_of(new_distribution)))

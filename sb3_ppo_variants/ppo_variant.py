@@ -17,12 +17,24 @@ from torch.nn import functional as F
 from sb3_ppo_variants.atomic import atomic_save
 from sb3_ppo_variants.checks import check_bool, check_number, check_optional, check_positive_or_schedule
 from sb3_ppo_variants.kl import kl_between, sampled_kl
-from sb3_ppo_variants.masking import masked_mean, normalize_advantages
+from sb3_ppo_variants.masking import masked_mean, normalize_advantages, zero_invalid_rows
 from sb3_ppo_variants.objectives import PolicyBatch, SurrogateObjective, check_objective, make_objective
 from sb3_ppo_variants.old_policy import OldPolicy
 from sb3_ppo_variants.update_stats import NonFiniteLossError, UpdateStats
 
 SelfPPOVariant = TypeVar("SelfPPOVariant", bound="PPOVariant")
+#: π_θ and V on a minibatch: values, log π_θ(a|s) of the taken actions, entropy (``None``: no closed form), π_θ itself.
+Evaluation = tuple[th.Tensor, th.Tensor, th.Tensor | None, Distribution]
+
+
+def is_recurrent(policy_class: type) -> bool:
+    """Whether a policy class is one of sb3-contrib's recurrent (LSTM) policies."""
+    try:
+        from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+    except ImportError:  # without sb3-contrib there are no recurrent policies
+        return False
+    return issubclass(policy_class, RecurrentActorCriticPolicy)
+
 
 #: d (the mean KL over the rollout) is measured in chunks of at least this many samples: big enough that per-call
 #: overhead does not matter, small enough that a rollout of images does not have to fit in memory at once.
@@ -104,11 +116,22 @@ class PPOVariant(OnPolicyAlgorithm):
         "MultiInputPolicy": MultiInputActorCriticPolicy,
     }
 
+    #: Action spaces the algorithm (its policies and distributions) supports.
+    supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (
+        spaces.Box,
+        spaces.Discrete,
+        spaces.MultiDiscrete,
+        spaces.MultiBinary,
+    )
+    #: Policies the algorithm accepts as classes (names: ``policy_aliases``), and whether they are recurrent.
+    policy_base: ClassVar[type[BasePolicy]] = ActorCriticPolicy
+    recurrent: ClassVar[bool] = False
+
     objective: SurrogateObjective
 
     def __init__(
         self,
-        policy: str | type[ActorCriticPolicy],
+        policy: str | type[BasePolicy],
         env: GymEnv | str,
         learning_rate: float | Schedule = 3e-4,
         n_steps: int = 2048,
@@ -163,7 +186,7 @@ class PPOVariant(OnPolicyAlgorithm):
             device=device,
             seed=seed,
             _init_setup_model=False,
-            supported_action_spaces=(spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
+            supported_action_spaces=self.supported_action_spaces,
         )
         if self.env is not None:
             self._check_rollout_size(batch_size, normalize_advantage)
@@ -181,13 +204,16 @@ class PPOVariant(OnPolicyAlgorithm):
         if _init_setup_model:
             self._setup_model()
 
-    @staticmethod
-    def _check_arguments(arguments: dict[str, Any]) -> None:
+    @classmethod
+    def _check_arguments(cls, arguments: dict[str, Any]) -> None:
         """Reject bad constructor arguments with an error naming the parameter, the value and the accepted range."""
+        cls._check_policy(arguments["policy"])
         check_objective(arguments["objective"])
         check_positive_or_schedule("learning_rate", arguments["learning_rate"])
-        for name in ("n_steps", "batch_size", "n_epochs", "stats_window_size"):
+        for name in ("n_steps", "n_epochs", "stats_window_size"):
             check_number(name, arguments[name], low=1, integer=True)
+        # None: the whole rollout is one minibatch (sb3-contrib's MaskablePPO and RecurrentPPO accept it too).
+        check_optional(check_number, "batch_size", arguments["batch_size"], low=1, integer=True)
         for name in ("gamma", "gae_lambda"):
             check_number(name, arguments[name], low=0.0, high=1.0)
         for name in ("ent_coef", "vf_coef", "kl_coef"):
@@ -202,7 +228,7 @@ class PPOVariant(OnPolicyAlgorithm):
         check_number("sde_sample_freq", arguments["sde_sample_freq"], low=-1, integer=True)
         check_number("verbose", arguments["verbose"], low=0, integer=True)
         check_optional(check_number, "seed", arguments["seed"], low=0, high=2**32 - 1, integer=True)
-        if arguments["normalize_advantage"] and arguments["batch_size"] < 2:
+        if arguments["normalize_advantage"] and arguments["batch_size"] is not None and arguments["batch_size"] < 2:
             raise ValueError(
                 f"batch_size must be >= 2 when normalize_advantage=True (got {arguments['batch_size']}), "
                 "see https://github.com/DLR-RM/stable-baselines3/issues/440"
@@ -214,9 +240,27 @@ class PPOVariant(OnPolicyAlgorithm):
             if arguments[name] is not None and not isinstance(arguments[name], dict):
                 raise TypeError(f"{name} must be a dict or None, got {arguments[name]!r}")
 
-    def _check_rollout_size(self, batch_size: int, normalize_advantage: bool) -> None:
+    @classmethod
+    def _check_policy(cls, policy: Any) -> None:
+        """The policy must be one of ``policy_aliases`` or a subclass of ``policy_base``, recurrent iff the algorithm is."""
+        kind = "a recurrent (LSTM)" if cls.recurrent else "a non-recurrent"
+        if isinstance(policy, str):
+            if policy not in cls.policy_aliases:
+                raise ValueError(
+                    f"policy={policy!r} is not valid for {cls.__name__}, which needs {kind} policy; choose one of: "
+                    f"{', '.join(map(repr, cls.policy_aliases))} (or a subclass of {cls.policy_base.__name__})"
+                )
+            return
+        if not (isinstance(policy, type) and issubclass(policy, cls.policy_base)) or is_recurrent(policy) != cls.recurrent:
+            raise TypeError(
+                f"policy={policy!r} is not valid for {cls.__name__}, which needs {kind} policy: one of "
+                f"{', '.join(map(repr, cls.policy_aliases))} or a subclass of {cls.policy_base.__name__}"
+            )
+
+    def _check_rollout_size(self, batch_size: int | None, normalize_advantage: bool) -> None:
         assert self.env is not None
         buffer_size = self.env.num_envs * self.n_steps
+        batch_size = batch_size or buffer_size
         # Advantage normalisation of a single sample divides by a zero std (SB3 asserts the same).
         if normalize_advantage and buffer_size < 2:
             raise ValueError(
@@ -232,6 +276,13 @@ class PPOVariant(OnPolicyAlgorithm):
 
     def _setup_model(self) -> None:
         super()._setup_model()
+        self._setup_update()
+
+    def _setup_update(self) -> None:
+        """
+        What the update needs beyond the counterpart's set-up (policy and buffer): schedules, the optimizer's
+        implementation, the objective and π_old's slot. Variants call it after their counterpart's ``_setup_model``.
+        """
         # Schedules for policy/value clipping, as in SB3 PPO.
         self.clip_range = FloatSchedule(self.clip_range)
         if self.clip_range_vf is not None:
@@ -357,20 +408,17 @@ class PPOVariant(OnPolicyAlgorithm):
         Total loss of one minibatch, and its named terms: SB3's ``train/*`` scalars, then the objective's diagnostics.
         Every per-sample term is averaged over the valid samples only (see :meth:`_valid_mask`).
         """
+        valid = self._valid_mask(rollout_data)
+        if valid is not None:
+            # Padded rows hold arbitrary values: zero them *before* any non-linear operation, so that neither a value
+            # nor a gradient can turn into NaN through inf * 0 (masking the outputs alone is not enough).
+            rollout_data = zero_invalid_rows(rollout_data, valid)
         actions = rollout_data.actions
         if isinstance(self.action_space, spaces.Discrete):
             # Convert discrete action from float to long
             actions = rollout_data.actions.long().flatten()
-
-        valid = self._valid_mask(rollout_data)
         old_log_prob, advantages = rollout_data.old_log_prob, rollout_data.advantages
         returns, old_values = rollout_data.returns, rollout_data.old_values
-        if valid is not None:
-            # Padded rows hold arbitrary values: zero them *before* any non-linear operation, so that neither a value
-            # nor a gradient can turn into NaN through inf * 0 (masking the outputs alone is not enough).
-            old_log_prob, advantages, returns, old_values = (
-                th.where(valid, tensor, 0.0) for tensor in (old_log_prob, advantages, returns, old_values)
-            )
 
         values, log_prob, entropy, new_distribution = self._evaluate_actions(rollout_data, actions)
         values = values.flatten()
@@ -465,14 +513,16 @@ class PPOVariant(OnPolicyAlgorithm):
         count = th.zeros((), device=self.device)
         try:
             with th.no_grad():
-                for rollout_data in self._minibatches(max(self.batch_size, KL_CHUNK_SIZE)):
+                for rollout_data in self._minibatches(max(self.batch_size or 0, KL_CHUNK_SIZE)):
+                    valid = self._valid_mask(rollout_data)
+                    if valid is not None:
+                        rollout_data = zero_invalid_rows(rollout_data, valid)
                     actions = rollout_data.actions
                     if isinstance(self.action_space, spaces.Discrete):
                         actions = actions.long().flatten()
                     new_distribution = self._distribution(self.policy, rollout_data)
                     new_log_prob = new_distribution.log_prob(actions)
                     kl = self._kl(rollout_data, old_policy, new_distribution, rollout_data.old_log_prob, new_log_prob)
-                    valid = self._valid_mask(rollout_data)
                     total += kl.sum() if valid is None else th.where(valid, kl, 0.0).sum()
                     count += len(kl) if valid is None else valid.sum()
         finally:
@@ -504,9 +554,7 @@ class PPOVariant(OnPolicyAlgorithm):
         """
         return None
 
-    def _evaluate_actions(
-        self, rollout_data: Any, actions: th.Tensor
-    ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None, Distribution]:
+    def _evaluate_actions(self, rollout_data: Any, actions: th.Tensor) -> Evaluation:
         """
         Extension point: π_θ and V on one minibatch, with gradients: values, log π_θ(a|s) of the taken actions, the
         entropy (``None`` without a closed form) and π_θ's distribution.
@@ -592,18 +640,24 @@ class PPOVariant(OnPolicyAlgorithm):
         Train for ``total_timesteps`` environment steps (a float such as ``1e6`` is accepted).
         See ``OnPolicyAlgorithm.learn`` for the other arguments.
         """
-        check_number("total_timesteps", total_timesteps, low=0)
-        if total_timesteps != int(total_timesteps):
-            raise ValueError(f"total_timesteps must be a whole number of steps, got {total_timesteps!r}")
-        check_optional(check_number, "log_interval", log_interval, low=1, integer=True)
+        total_timesteps = self._check_learn_arguments(total_timesteps, log_interval)
         return super().learn(
-            total_timesteps=int(total_timesteps),
+            total_timesteps=total_timesteps,
             callback=callback,
             log_interval=log_interval,
             tb_log_name=tb_log_name,
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
+
+    @staticmethod
+    def _check_learn_arguments(total_timesteps: int | float, log_interval: int) -> int:
+        """Check ``learn()``'s budget (a whole number >= 0, e.g. ``1e6``) and ``log_interval``; return the budget as int."""
+        check_number("total_timesteps", total_timesteps, low=0)
+        if total_timesteps != int(total_timesteps):
+            raise ValueError(f"total_timesteps must be a whole number of steps, got {total_timesteps!r}")
+        check_optional(check_number, "log_interval", log_interval, low=1, integer=True)
+        return int(total_timesteps)
 
     @classmethod
     def load(  # type: ignore[override]

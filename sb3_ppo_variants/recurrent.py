@@ -1,0 +1,189 @@
+"""
+``RecurrentPPOVariant``: sb3-contrib's ``RecurrentPPO`` (LSTM policies) with every surrogate objective.
+
+It is :class:`~sb3_ppo_variants.PPOVariant`'s update on sb3-contrib's recurrent policies, buffers and rollout
+collection, which are reused, not copied (``_setup_model`` and ``collect_rollouts`` are ``RecurrentPPO``'s own
+functions). What differs from ``PPOVariant`` is in three extension points:
+
+- minibatches are RecurrentPPO's padded sequences, and only their valid rows count (:meth:`_valid_mask`): padding
+  contributes nothing to the surrogate, the KL, the value loss, the entropy, the advantage normalisation,
+  ``approx_kl``, ``clip_fraction`` or the adaptive rule's d, and padded rows are zeroed before use, so whatever they
+  hold cannot turn a value or a gradient into NaN;
+- π_θ and π_old run over each sequence from the LSTM state stored for its first step during the rollout. With π_old's
+  parameters this replays the rollout exactly: π_old at every step is the distribution the action was drawn from.
+"""
+
+from typing import Any, ClassVar, TypeVar
+
+import torch as th
+from sb3_contrib import RecurrentPPO
+from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+from sb3_contrib.ppo_recurrent.policies import CnnLstmPolicy, MlpLstmPolicy, MultiInputLstmPolicy
+from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+
+from sb3_ppo_variants.objectives import SurrogateObjective
+from sb3_ppo_variants.ppo_variant import Evaluation, PPOVariant
+
+SelfRecurrentPPOVariant = TypeVar("SelfRecurrentPPOVariant", bound="RecurrentPPOVariant")
+
+
+class RecurrentPPOVariant(PPOVariant):
+    """
+    PPO with an LSTM policy (sb3-contrib's ``RecurrentPPO``) and a selectable surrogate objective. With
+    ``objective="clip"`` (the default) training is the same as ``RecurrentPPO``'s for the same seed (up to the
+    floating-point order of the masked means: sb3-contrib selects the valid rows with boolean indexing, a host sync,
+    this class sums them with ``where``).
+
+    Every argument of ``RecurrentPPO`` is accepted with the same name, meaning and default; see
+    :class:`~sb3_ppo_variants.PPOVariant` for ``objective``, ``kl_coef``, ``kl_target`` and ``log_kl``. The adaptive
+    rule's d is measured over the valid samples, each sequence of the rollout starting from the LSTM states stored
+    during the rollout (the same convention as the ratio r in training).
+
+    :param policy: The policy model to use (MlpLstmPolicy, CnnLstmPolicy, MultiInputLstmPolicy)
+    :param env: The environment to learn from (if registered in Gym, can be str)
+    :param learning_rate: The learning rate, it can be a function of the current progress remaining (from 1 to 0)
+    :param n_steps: The number of steps to run for each environment per update
+    :param batch_size: Minibatch size (``None``: the whole rollout)
+    :param n_epochs: Number of epochs when optimizing the surrogate loss
+    :param gamma: Discount factor
+    :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator
+    :param clip_range: ε of the clipped objective (number or schedule); the ``train/clip_fraction`` threshold
+    :param clip_range_vf: Clipping parameter for the value function (``None``: no clipping)
+    :param normalize_advantage: Whether to normalize the advantage per minibatch (over its valid samples)
+    :param ent_coef: Entropy coefficient for the loss calculation
+    :param vf_coef: Value function coefficient for the loss calculation
+    :param max_grad_norm: The maximum value for the gradient clipping
+    :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
+    :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE (-1: once per rollout)
+    :param target_kl: SB3's early stopping of the epochs (not the adaptive penalty's ``kl_target``)
+    :param stats_window_size: Window size for the rollout logging
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param verbose: the verbosity level: 0 no output, 1 info, 2 debug
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run
+    :param objective: The surrogate objective (``"clip"``, ``"adaptive_kl"``, ``"fixed_kl"``, ``"none"`` or an object)
+    :param kl_coef: β of ``"fixed_kl"``, initial β of ``"adaptive_kl"``
+    :param kl_target: d_targ of ``"adaptive_kl"`` (number or schedule)
+    :param log_kl: also measure and log ``train/kl`` for objectives that do not use the KL
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpLstmPolicy": MlpLstmPolicy,
+        "CnnLstmPolicy": CnnLstmPolicy,
+        "MultiInputLstmPolicy": MultiInputLstmPolicy,
+    }
+    policy_base = RecurrentActorCriticPolicy
+    recurrent = True
+    policy: RecurrentActorCriticPolicy  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        policy: str | type[RecurrentActorCriticPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 3e-4,
+        n_steps: int = 128,
+        batch_size: int | None = 128,
+        n_epochs: int = 10,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        clip_range: float | Schedule = 0.2,
+        clip_range_vf: float | Schedule | None = None,
+        normalize_advantage: bool = True,
+        ent_coef: float = 0.0,
+        vf_coef: float = 0.5,
+        max_grad_norm: float = 0.5,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        target_kl: float | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        objective: "str | SurrogateObjective" = "clip",
+        kl_coef: float = 1.0,
+        kl_target: float | Schedule = 0.01,
+        log_kl: bool = False,
+        _init_setup_model: bool = True,
+    ):
+        self._last_lstm_states = None
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            batch_size=batch_size,  # type: ignore[arg-type]
+            n_epochs=n_epochs,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            clip_range=clip_range,
+            clip_range_vf=clip_range_vf,
+            normalize_advantage=normalize_advantage,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            target_kl=target_kl,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            objective=objective,
+            kl_coef=kl_coef,
+            kl_target=kl_target,
+            log_kl=log_kl,
+            _init_setup_model=_init_setup_model,
+        )
+
+    def _setup_model(self) -> None:
+        RecurrentPPO._setup_model(self)  # type: ignore[arg-type]  # sb3-contrib's policy, LSTM states and buffers
+        self._setup_update()
+
+    # Rollouts are RecurrentPPO's: LSTM states carried across steps and stored with each sample.
+    collect_rollouts = RecurrentPPO.collect_rollouts  # type: ignore[assignment]
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_last_lstm_states"]
+
+    def _valid_mask(self, rollout_data: Any) -> th.Tensor:
+        # RecurrentPPO pads sequences to a common length; its buffer marks the real rows with mask = 1.
+        return rollout_data.mask > 1e-8
+
+    def _evaluate_actions(self, rollout_data: Any, actions: th.Tensor) -> Evaluation:
+        values, log_prob, entropy = self.policy.evaluate_actions(
+            rollout_data.observations, actions, rollout_data.lstm_states, rollout_data.episode_starts
+        )
+        return values, log_prob, entropy, self.policy.action_dist
+
+    def _distribution(self, policy: BasePolicy, rollout_data: Any) -> Distribution:
+        distribution, _ = policy.get_distribution(  # type: ignore[operator]
+            rollout_data.observations, rollout_data.lstm_states.pi, rollout_data.episode_starts
+        )
+        return distribution
+
+    def learn(
+        self: SelfRecurrentPPOVariant,
+        total_timesteps: int | float,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "RecurrentPPOVariant",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfRecurrentPPOVariant:
+        """Train for ``total_timesteps`` environment steps, as ``RecurrentPPO.learn``."""
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
