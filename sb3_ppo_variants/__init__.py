@@ -1,6 +1,8 @@
 """PPO for Stable-Baselines3 with every surrogate objective of the PPO paper, selected by one argument."""
 
+import importlib
 import os
+from typing import Any
 
 from sb3_ppo_variants.kl import bernoulli_kl, categorical_kl, closed_form_kl, diag_gaussian_kl, sampled_kl
 from sb3_ppo_variants.objectives import (
@@ -19,6 +21,24 @@ from sb3_ppo_variants.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 from sb3_ppo_variants.ppo_variant import PPOVariant
 from sb3_ppo_variants.update_stats import NonFiniteLossError
 
+#: Algorithms built on sb3-contrib (the ``contrib`` extra), imported when first used so that the package works without it.
+CONTRIB_ALGORITHMS = {
+    "MaskablePPOVariant": "sb3_ppo_variants.maskable",
+    "RecurrentPPOVariant": "sb3_ppo_variants.recurrent",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in CONTRIB_ALGORITHMS:
+        try:
+            return getattr(importlib.import_module(CONTRIB_ALGORITHMS[name]), name)
+        except ImportError as error:
+            raise ImportError(
+                f"{name} needs sb3-contrib ({error}): pip install 'sb3-ppo-variants[contrib]' (after a CPU build of torch)"
+            ) from error
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # Read version from file
 version_file = os.path.join(os.path.dirname(__file__), "version.txt")
 with open(version_file) as file_handler:
@@ -30,12 +50,14 @@ __all__ = [
     "ClippedSurrogate",
     "CnnPolicy",
     "FixedKLPenalty",
+    "MaskablePPOVariant",
     "MlpPolicy",
     "MultiInputPolicy",
     "NonFiniteLossError",
     "ObjectiveOutput",
     "PPOVariant",
     "PolicyBatch",
+    "RecurrentPPOVariant",
     "SurrogateObjective",
     "UnclippedSurrogate",
     "__version__",

@@ -166,7 +166,7 @@ class PPOVariant(OnPolicyAlgorithm):
         self._check_arguments(locals())
         built_objective = make_objective(objective, clip_range=clip_range, kl_coef=kl_coef, kl_target=kl_target)
         super().__init__(
-            policy,
+            policy,  # type: ignore[arg-type]  # sb3-contrib's maskable policies are not ActorCriticPolicy subclasses
             env,
             learning_rate=learning_rate,
             n_steps=n_steps,
