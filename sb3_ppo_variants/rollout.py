@@ -100,8 +100,8 @@ def fast_rollout_unsupported_reason(model: OnPolicyAlgorithm, rollout_buffer: Ro
     return None
 
 
-def _linear(x: th.Tensor, weight: th.Tensor, bias: th.Tensor | None) -> th.Tensor:
-    return F.linear(x, weight, bias)
+#: What these activation modules' forward calls (the functions themselves, without a Python method around them).
+_ACTIVATIONS: dict[type[nn.Module], Layer] = {nn.Tanh: th.tanh, nn.ReLU: th.relu}
 
 
 def _layers(net: nn.Sequential) -> list[Layer]:
@@ -109,10 +109,20 @@ def _layers(net: nn.Sequential) -> list[Layer]:
     layers: list[Layer] = []
     for layer in net:
         if type(layer) is nn.Linear:
-            layers.append(partial(_linear, weight=layer.weight, bias=layer.bias))
+            layers.append(partial(F.linear, weight=layer.weight, bias=layer.bias))
+        elif type(layer) in _ACTIVATIONS and not getattr(layer, "inplace", False):
+            layers.append(_ACTIVATIONS[type(layer)])
         else:
-            layers.append(layer.forward)  # activation (or any other module): its own forward, without __call__
+            layers.append(layer.forward)  # any other module: its own forward, without __call__
     return layers
+
+
+def _invalid_parameter(name: str, distribution: str, constraint: str, value: th.Tensor) -> ValueError:
+    """The error of torch's distribution argument validation, which SB3's loop runs at every step (NaN parameters)."""
+    return ValueError(
+        f"Expected parameter {name} (Tensor of shape {tuple(value.shape)}) of distribution {distribution} "
+        f"to satisfy the constraint {constraint}, but found invalid values:\n{value}"
+    )
 
 
 class FastActorCritic:
@@ -143,14 +153,11 @@ class FastActorCritic:
                 # DiagGaussianDistribution.proba_distribution and Normal.log_prob, on a batch of n_envs rows
                 ones = th.ones((n_envs, action_dist.action_dim), dtype=policy.log_std.dtype)
                 self.scale = ones * policy.log_std.exp()
-                self.two_var = 2 * self.scale**2
+                # -(x / y) == (-x) / y == x / (-y) exactly in IEEE arithmetic: dividing by -2σ² saves the negation
+                self.minus_two_var = -(2 * self.scale**2)
                 self.log_scale = self.scale.log()
             if not bool((self.scale > 0).all()):
-                # Normal's argument validation (scale > 0), which SB3 runs at every step
-                raise ValueError(
-                    f"Expected parameter scale of Normal to satisfy the constraint GreaterThan(lower_bound=0.0), "
-                    f"but found {self.scale}"
-                )
+                raise _invalid_parameter("scale", "Normal", "GreaterThan(lower_bound=0.0)", self.scale)
             # Normal.rsample draws torch.empty(shape).normal_(): refilling one tensor of that shape draws the same numbers
             self.noise = th.empty_like(self.scale)
 
@@ -178,21 +185,16 @@ class FastActorCritic:
         if self.gaussian:
             # Normal(mean, scale).rsample() and .log_prob(), summed over the action dimensions (sum_independent_dims)
             if th.isnan(mean_actions).any():
-                # Normal's argument validation, which SB3 runs at every step
-                raise ValueError(
-                    f"Expected parameter loc of Normal to satisfy the constraint Real(), but found {mean_actions}"
-                )
+                raise _invalid_parameter("loc", "Normal", "Real()", mean_actions)
             actions = mean_actions + self.noise.normal_() * self.scale
-            log_prob = (-((actions - mean_actions) ** 2) / self.two_var - self.log_scale - _LOG_SQRT_2PI).sum(dim=1)
+            # -((actions - mean) ** 2) / (2 * var) - log_scale - log(sqrt(2π)), in place on a temporary (same kernels)
+            log_prob = (actions - mean_actions).pow_(2).div_(self.minus_two_var).sub_(self.log_scale).sub_(_LOG_SQRT_2PI)
+            log_prob = log_prob.sum(dim=1)
         else:
             # Categorical(logits=...): normalised logits, softmax probabilities, multinomial sample, gathered log-prob
             logits = mean_actions - mean_actions.logsumexp(dim=-1, keepdim=True)
             if th.isnan(logits).any():
-                # Categorical's argument validation (of the normalised logits), which SB3 runs at every step
-                raise ValueError(
-                    "Expected parameter logits of Categorical to satisfy the constraint IndependentConstraint(Real(), 1), "
-                    f"but found {logits}"
-                )
+                raise _invalid_parameter("logits", "Categorical", "IndependentConstraint(Real(), 1)", logits)
             samples = th.multinomial(F.softmax(logits, dim=-1), 1, True)
             log_prob = logits.gather(-1, samples).squeeze(-1)
             actions = samples.T.reshape(-1)
