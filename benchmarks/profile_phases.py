@@ -1,7 +1,10 @@
 """
 Where the time goes: a per-phase breakdown of ``learn()`` for SB3 PPO and PPOVariant, in µs per environment step.
 
-    python benchmarks/profile.py [--repeats 3]
+    python benchmarks/profile_phases.py [--repeats 3]
+
+(Not named ``profile.py``: this folder is first on ``sys.path`` when its scripts run, and a ``profile.py`` here would
+shadow the standard library module that torch imports.)
 
 Phases (wall-clock, medians over the repeats; runs interleaved in one process, 1 torch thread):
 
@@ -17,12 +20,6 @@ Phases (wall-clock, medians over the repeats; runs interleaved in one process, 1
 "clip (SB3 loop)" is PPOVariant with ``fast_rollout=False``: SB3's ``collect_rollouts`` with PPOVariant's update.
 Machines are noisy: compare columns of one run, not runs. ``total CPU`` is the process CPU time of ``learn()``.
 """
-
-import sys
-
-# This file's folder comes first on sys.path and its name shadows the standard library's `profile` (which torch
-# imports): search that folder last, so `common` is still found here and `profile` in the standard library.
-sys.path.append(sys.path.pop(0))
 
 import argparse
 import random
@@ -102,7 +99,7 @@ def main() -> None:
 
     columns = (*PHASES, "total", "total CPU")
     lines = [
-        f"`python benchmarks/profile.py --repeats {args.repeats}`: µs per environment step (median over repeats)",
+        f"`python benchmarks/profile_phases.py --repeats {args.repeats}`: µs per environment step (median over repeats)",
         "",
         "| env | variant | " + " | ".join(columns) + " | total / SB3 PPO |",
         "|---|---|" + "---|" * (len(columns) + 1),
