@@ -32,14 +32,22 @@ SETUPS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=SPEED_VARIANTS,
+        default=list(SPEED_VARIANTS),
+        help="a subset (sb3_ppo and clip always run)",
+    )
     args = parser.parse_args()
+    speed_variants = [v for v in SPEED_VARIANTS if v in {"sb3_ppo", "clip", *args.variants}]
     th.set_num_threads(1)  # one core per run, as SB3 recommends for MLP policies on CPU
     order = random.Random(0)
-    seconds: dict[str, dict[str, list[float]]] = {env: {v: [] for v in SPEED_VARIANTS} for env in SETUPS}
-    cpu_seconds: dict[str, dict[str, list[float]]] = {env: {v: [] for v in SPEED_VARIANTS} for env in SETUPS}
+    seconds: dict[str, dict[str, list[float]]] = {env: {v: [] for v in speed_variants} for env in SETUPS}
+    cpu_seconds: dict[str, dict[str, list[float]]] = {env: {v: [] for v in speed_variants} for env in SETUPS}
     for repeat in range(args.repeats):
         for env_id, (hyperparams, steps) in SETUPS.items():
-            variants = list(SPEED_VARIANTS)
+            variants = list(speed_variants)
             order.shuffle(variants)  # interleaved, in a different order each repeat
             for variant in variants:
                 model = make_model(variant, env_id, hyperparams(), seed=repeat)
@@ -72,7 +80,7 @@ def main() -> None:
             "cpu_ratio_to_sb3_ppo": {v: t / cpu["sb3_ppo"] for v, t in cpu.items()},
             "cpu_ratio_to_clip": {v: t / cpu["clip"] for v, t in cpu.items()},
         }
-        for variant in SPEED_VARIANTS:
+        for variant in speed_variants:
             lines.append(
                 f"| {env_id} | {steps} | {variant} | {steps / median[variant]:.0f} | "
                 f"{median[variant] / median['sb3_ppo']:.3f} | {median[variant] / median['clip']:.3f} | "

@@ -1,0 +1,120 @@
+"""
+Where the time goes: a per-phase breakdown of ``learn()`` for SB3 PPO and PPOVariant, in µs per environment step.
+
+    python benchmarks/profile_phases.py [--repeats 3]
+
+(Not named ``profile.py``: this folder is first on ``sys.path`` when its scripts run, and a ``profile.py`` here would
+shadow the standard library module that torch imports.)
+
+Phases (wall-clock, medians over the repeats; runs interleaved in one process, 1 torch thread):
+
+- ``rollout``: all of ``collect_rollouts``;
+- ``env``: the environments' own ``step``/``reset`` (each ``DummyVecEnv`` sub-environment: Monitor and the gymnasium
+  wrappers included);
+- ``forward``: the policy's forward pass with action sampling (SB3's ``ActorCriticPolicy.forward``, or the fast loop's
+  ``FastActorCritic.act``);
+- ``bookkeeping``: the rest of the rollout (conversions, the VecEnv, buffer writes, callbacks, the info buffer,
+  timeout bootstrapping, the advantage computation);
+- ``update``: ``train()``.
+
+"clip (SB3 loop)" is PPOVariant with ``fast_rollout=False``: SB3's ``collect_rollouts`` with PPOVariant's update.
+Machines are noisy: compare columns of one run, not runs. ``total CPU`` is the process CPU time of ``learn()``.
+"""
+
+import argparse
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch as th
+from common import make_model, zoo_ppo_hyperparams
+
+from sb3_ppo_variants import rollout
+
+SETUPS = {
+    # the paper's MuJoCo hyperparameters (Table 3), which are SB3 PPO's defaults; 1 env; 2 rollouts and updates
+    "Hopper-v5": (lambda: {}, 4_096),
+    # rl-zoo's hyperparameters, 8 envs
+    "CartPole-v1": (lambda: zoo_ppo_hyperparams("CartPole-v1"), 20_480),
+}
+VARIANTS = ("sb3_ppo", "clip_sb3_loop", "clip")
+LABELS = {"sb3_ppo": "SB3 PPO", "clip_sb3_loop": "clip (SB3 loop)", "clip": "clip"}
+PHASES = ("rollout", "env", "forward", "bookkeeping", "update")
+
+
+def timed(function: Callable[..., Any], totals: dict[str, float], phase: str) -> Callable[..., Any]:
+    """``function``, adding its wall-clock time to ``totals[phase]``."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            totals[phase] += time.perf_counter() - start
+
+    return wrapper
+
+
+def profile_run(variant: str, env_id: str, hyperparams: dict[str, Any], steps: int, seed: int) -> dict[str, float]:
+    """One ``learn(steps)``, instrumented: seconds per phase, and the total wall-clock and CPU time."""
+    model = make_model("clip" if variant == "clip_sb3_loop" else variant, env_id, hyperparams, seed=seed)
+    if variant == "clip_sb3_loop":
+        model.fast_rollout = False
+    totals: dict[str, float] = defaultdict(float)
+    for sub_env in model.env.envs:  # DummyVecEnv: the environments themselves, Monitor included
+        sub_env.step = timed(sub_env.step, totals, "env")
+        sub_env.reset = timed(sub_env.reset, totals, "env")
+    model.collect_rollouts = timed(model.collect_rollouts, totals, "rollout")
+    model.train = timed(model.train, totals, "update")
+    model.policy.forward = timed(model.policy.forward, totals, "forward")  # SB3's loop calls policy(obs)
+    fast_act = rollout.FastActorCritic.act
+    rollout.FastActorCritic.act = timed(fast_act, totals, "forward")  # type: ignore[method-assign]
+    try:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        model.learn(steps)
+        totals["total"], totals["total CPU"] = time.perf_counter() - start, time.process_time() - cpu_start
+    finally:
+        rollout.FastActorCritic.act = fast_act  # type: ignore[method-assign]
+    totals["bookkeeping"] = totals["rollout"] - totals["env"] - totals["forward"]
+    return dict(totals)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    th.set_num_threads(1)
+    order = random.Random(0)
+    runs: dict[str, dict[str, list[dict[str, float]]]] = {env: {v: [] for v in VARIANTS} for env in SETUPS}
+    for repeat in range(args.repeats):
+        for env_id, (hyperparams, steps) in SETUPS.items():
+            variants = list(VARIANTS)
+            order.shuffle(variants)  # interleaved, in a different order each repeat
+            for variant in variants:
+                runs[env_id][variant].append(profile_run(variant, env_id, hyperparams(), steps, seed=repeat))
+                print(f"repeat {repeat} {env_id:12s} {variant:14s} {runs[env_id][variant][-1]['total']:6.2f} s", flush=True)
+
+    columns = (*PHASES, "total", "total CPU")
+    lines = [
+        f"`python benchmarks/profile_phases.py --repeats {args.repeats}`: µs per environment step (median over repeats)",
+        "",
+        "| env | variant | " + " | ".join(columns) + " | total / SB3 PPO |",
+        "|---|---|" + "---|" * (len(columns) + 1),
+    ]
+    for env_id, (_, steps) in SETUPS.items():
+        medians = {
+            variant: {c: float(np.median([run[c] for run in runs[env_id][variant]])) * 1e6 / steps for c in columns}
+            for variant in VARIANTS
+        }
+        for variant in VARIANTS:
+            cells = " | ".join(f"{medians[variant][c]:.0f}" for c in columns)
+            ratio = medians[variant]["total"] / medians["sb3_ppo"]["total"]
+            lines.append(f"| {env_id} | {LABELS[variant]} | {cells} | {ratio:.3f} |")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
