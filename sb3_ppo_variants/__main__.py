@@ -16,7 +16,11 @@ def main(argv: list[str] | None = None) -> int:
     :param argv: arguments (default: ``sys.argv[1:]``)
     :return: exit code
     """
-    from sb3_ppo_variants.compare.cli import make_parser, run
+    try:
+        from sb3_ppo_variants.compare.cli import make_parser, run
+    except ValueError as error:  # StudyError: a package of the compare extra is missing
+        print(f"sb3-ppo-variants compare: error: {error}", file=sys.stderr)
+        return 2
 
     parser = argparse.ArgumentParser(prog="sb3-ppo-variants", description="PPO surrogate objectives for Stable-Baselines3.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -13,11 +13,16 @@ Python use:
                           timesteps=50_000, workers=2))
 """
 
-from sb3_ppo_variants.compare.metrics import Normalization, aggregate_intervals, normalization_constants, summarize
-from sb3_ppo_variants.compare.report import write_report
-from sb3_ppo_variants.compare.runner import measure_random_policy, train_run
-from sb3_ppo_variants.compare.specs import Method, RunSpec, StudyError, parse_method
-from sb3_ppo_variants.compare.study import StudyConfig, plan_study, run_study
+from sb3_ppo_variants.compare.specs import StudyError, check_requirements
+
+# Before the imports below: a missing package stops here with the extra that installs it.
+check_requirements()
+
+from sb3_ppo_variants.compare.metrics import Normalization, aggregate_intervals, normalization_constants, summarize  # noqa: E402
+from sb3_ppo_variants.compare.report import write_report  # noqa: E402
+from sb3_ppo_variants.compare.runner import measure_random_policy, train_run  # noqa: E402
+from sb3_ppo_variants.compare.specs import Method, RunSpec, parse_method  # noqa: E402
+from sb3_ppo_variants.compare.study import StudyConfig, plan_study, run_study  # noqa: E402
 
 __all__ = [
     "Method",
@@ -26,6 +31,7 @@ __all__ = [
     "StudyConfig",
     "StudyError",
     "aggregate_intervals",
+    "check_requirements",
     "measure_random_policy",
     "normalization_constants",
     "parse_method",

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+#: Number of last training episodes whose mean return is a run's score (the paper's Table 1 rule).
+SCORE_EPISODES = 100
 #: Statuses whose score counts. A diverged run (non-finite loss) is scored on its episodes before the divergence.
 SCORED_STATUSES = ("ok", "diverged")
 #: rliable aggregate metrics reported, in order.
@@ -64,7 +66,8 @@ def normalization_constants(results: Sequence[dict[str, Any]], random_scores: di
     constants = {}
     for env_id, random_score in random_scores.items():
         scored = [result for result in results if result["config"]["env_id"] == env_id and is_scored(result)]
-        candidates = [result for result in scored if result["config"]["algo"] == "ppo_variant"] or scored
+        # Objective configurations are the runs with an ``objective`` hyperparameter (baselines have none).
+        candidates = [result for result in scored if "objective" in result["config"]["hyperparams"]] or scored
         if candidates:
             best = max(candidates, key=lambda result: result["score"])
             constants[env_id] = Normalization(random_score, float(best["score"]), best["run_id"])

@@ -4,6 +4,7 @@ run's :class:`~sb3_ppo_variants.compare.specs.RunSpec`, or env settings and a se
 dicts, so they run the same in a local worker process or as a Ray task on another machine.
 """
 
+import importlib
 import math
 import platform
 import socket
@@ -18,12 +19,11 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import sync_envs_normalization
 
-from sb3_ppo_variants.compare.hyperparams import algorithm_class, make_envs, preprocess
+from sb3_ppo_variants.compare.hyperparams import make_envs, preprocess
+from sb3_ppo_variants.compare.metrics import SCORE_EPISODES
 from sb3_ppo_variants.compare.specs import RunSpec
 from sb3_ppo_variants.update_stats import NonFiniteLossError
-
-#: Number of last training episodes whose mean return is a run's score (the paper's Table 1 rule).
-SCORE_EPISODES = 100
+from sb3_ppo_variants.zoo.adapter import algorithm_class
 #: Result format version, stored in every result file.
 RESULT_SCHEMA = 1
 
@@ -52,6 +52,12 @@ def versions() -> dict[str, str]:
         except (ImportError, AttributeError):
             pass
     return found
+
+
+def _import_gym_packages(spec: RunSpec) -> None:
+    """Register the run's envs in this process (a worker starts from a clean interpreter), as rl-zoo does."""
+    for module in spec.gym_packages:
+        importlib.import_module(module)
 
 
 def mean_of_last(returns: list[float], count: int = SCORE_EPISODES) -> float | None:
@@ -138,6 +144,7 @@ def train_run(spec: RunSpec | dict[str, Any], reporter: Reporter | None = None) 
     recorder = EpisodeRecorder(spec.run_id, reporter)
     model = env = eval_env = None
     try:
+        _import_gym_packages(spec)
         manager, hyperparams, callbacks = preprocess(spec)
         env = make_envs(manager, manager.n_envs)
         eval_env = make_envs(manager, 1, evaluation=True)
@@ -194,6 +201,7 @@ def measure_random_policy(spec: RunSpec, episodes: int = 100, max_steps: int = 1
     :param max_steps: give up (error) if the episodes take more steps than this (an env that never ends)
     :return: ``{"mean", "std", "episodes", "returns", "seed", "versions"}``
     """
+    _import_gym_packages(spec)
     manager, _, _ = preprocess(spec)
     env = make_envs(manager, 1, evaluation=True)
     env.action_space.seed(spec.seed)
