@@ -96,8 +96,13 @@ def test_learning_curve_and_score():
 def _result(env_id, method, seed, score, algo="ppo_variant", status="ok", eval_mean=None):
     return {
         "run_id": f"{env_id}/{method}/seed_{seed}",
-        "config": {"env_id": env_id, "method": method, "algo": algo, "seed": seed,
-                   "hyperparams": {"objective": method.split(":")[0]} if algo == "ppo_variant" else {}},
+        "config": {
+            "env_id": env_id,
+            "method": method,
+            "algo": algo,
+            "seed": seed,
+            "hyperparams": {"objective": method.split(":")[0]} if algo == "ppo_variant" else {},
+        },
         "status": status,
         "score": score,
         "eval_mean": eval_mean,

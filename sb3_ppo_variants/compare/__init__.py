@@ -18,7 +18,12 @@ from sb3_ppo_variants.compare.specs import StudyError, check_requirements
 # Before the imports below: a missing package stops here with the extra that installs it.
 check_requirements()
 
-from sb3_ppo_variants.compare.metrics import Normalization, aggregate_intervals, normalization_constants, summarize  # noqa: E402
+from sb3_ppo_variants.compare.metrics import (  # noqa: E402
+    Normalization,
+    aggregate_intervals,
+    normalization_constants,
+    summarize,
+)
 from sb3_ppo_variants.compare.report import write_report  # noqa: E402
 from sb3_ppo_variants.compare.runner import measure_random_policy, train_run  # noqa: E402
 from sb3_ppo_variants.compare.specs import Method, RunSpec, parse_method  # noqa: E402

@@ -3,7 +3,6 @@
 import argparse
 import shlex
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,47 +49,22 @@ def _number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number such as 1e6 or 300000, got {text!r}") from None
 
 
-@dataclass(frozen=True)
-class Preset:
+def presets() -> dict[str, dict[str, Any]]:
     """
-    A named study of ``presets.yml``: its grid settings; ``hyperparams`` is a path or ``rl_zoo3:<algo>``.
+    The presets of ``presets.yml`` by name: ``envs``, ``objectives``, ``seeds``, ``timesteps``, ``hyperparams`` (a path
+    or ``rl_zoo3:<algo>``), optionally ``overrides`` (hyperparameters over every env's entry) and ``baselines``.
     """
-
-    name: str
-    envs: list[str]
-    objectives: list[str]
-    seeds: int
-    timesteps: int
-    hyperparams: str
-    overrides: dict[str, Any] = field(default_factory=dict)
-    baselines: list[str] | None = None
-
-
-def available_presets() -> dict[str, Preset]:
-    """The presets shipped with the package, by name."""
-    presets = {}
-    for name, entry in yaml.safe_load(PRESETS_FILE.read_text()).items():
-        hyperparams = str(entry.pop("hyperparams"))
-        if not hyperparams.startswith(ZOO_PREFIX):
-            hyperparams = str((PRESETS_FILE.parent / hyperparams).resolve())
-        presets[name] = Preset(name=name, hyperparams=hyperparams, **entry)
-    return presets
-
-
-def get_preset(name: str) -> Preset:
-    """
-    :raises StudyError: unknown preset (the message lists the available ones)
-    """
-    presets = available_presets()
-    if name not in presets:
-        raise StudyError(f"--preset: unknown preset {name!r}; choose one of {', '.join(presets)}")
-    return presets[name]
+    found = yaml.safe_load(PRESETS_FILE.read_text())
+    for preset in found.values():
+        if not preset["hyperparams"].startswith(ZOO_PREFIX):
+            preset["hyperparams"] = str((PRESETS_FILE.parent / preset["hyperparams"]).resolve())
+    return found
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``compare`` flags."""
     grid = parser.add_argument_group("grid (defaults: the preset's)")
-    grid.add_argument("--preset", help=f"a predefined study: {', '.join(available_presets())}")
+    grid.add_argument("--preset", help=f"a predefined study: {', '.join(presets())}")
     grid.add_argument("--envs", nargs="+", metavar="ENV", help="Gymnasium env ids, or module:EnvId")
     grid.add_argument("--gym-packages", nargs="+", default=[], metavar="MODULE", help="modules that register envs (rl-zoo's)")
     grid.add_argument(
@@ -139,36 +113,32 @@ def config_from_args(args: argparse.Namespace, command: str = "") -> StudyConfig
 
     :raises StudyError: unknown preset, or a grid setting missing without a preset
     """
-    preset = get_preset(args.preset) if args.preset else None
-    envs = args.envs or (preset.envs if preset else None)
-    objectives = args.objectives or (preset.objectives if preset else None)
-    seeds = args.seeds if args.seeds is not None else (preset.seeds if preset else None)
-    timesteps = args.timesteps if args.timesteps is not None else (preset.timesteps if preset else None)
-    hyperparams = args.hyperparams or (preset.hyperparams if preset else None)
-    baselines = args.baselines if args.baselines is not None else (preset.baselines if preset else None)
+    if args.preset is not None and args.preset not in presets():
+        raise StudyError(f"--preset: unknown preset {args.preset!r}; choose one of {', '.join(presets())}")
+    preset = presets()[args.preset] if args.preset else {}
+    grid = {key: getattr(args, key) for key in ("envs", "objectives", "seeds", "timesteps", "hyperparams", "baselines")}
+    grid = {key: preset.get(key) if value is None else value for key, value in grid.items()}
     try:
         env_kwargs = evaluate_key_values("--env-kwargs", args.env_kwargs)
     except ZooConfigError as error:
         raise StudyError(str(error)) from None
-    if envs is None:
-        raise StudyError("--envs is required without --preset")
-    if objectives is None and baselines is None:
-        raise StudyError("--objectives is required without --preset (e.g. --objectives clip:0.2 none)")
-    if seeds is None:
-        raise StudyError("--seeds is required without --preset")
-    out = args.out or Path("runs", "compare", preset.name if preset else "study")
+    for key in ("envs", "seeds", *(("objectives",) if grid["baselines"] is None else ())):
+        if grid[key] is None:
+            raise StudyError(f"--{key} is required without --preset")
+    # A preset's overrides belong to its hyperparameter file.
+    overrides = preset.get("overrides", {}) if grid["hyperparams"] == preset.get("hyperparams") else {}
     return StudyConfig(
-        out=out,
-        envs=list(envs),
-        objectives=list(objectives or []),
-        seeds=seeds,
-        timesteps=timesteps,  # type: ignore[arg-type]  # a float here; checked to be whole in plan_study
-        hyperparams=hyperparams,
-        baselines=baselines,
+        out=args.out or Path("runs", "compare", args.preset or "study"),
+        envs=list(grid["envs"]),
+        objectives=list(grid["objectives"] or []),
+        seeds=grid["seeds"],
+        timesteps=grid["timesteps"],  # a float here; checked to be whole in plan_study
+        hyperparams=grid["hyperparams"],
+        baselines=grid["baselines"],
         algo=args.algo,
         gym_packages=list(args.gym_packages),
         env_kwargs=env_kwargs,
-        overrides=dict(preset.overrides) if preset and hyperparams == preset.hyperparams else {},
+        overrides=overrides,
         workers=args.workers,
         ray_address=args.ray_address,
         eval_episodes=args.eval_episodes,
@@ -176,7 +146,7 @@ def config_from_args(args: argparse.Namespace, command: str = "") -> StudyConfig
         curve_points=args.curve_points,
         bootstrap_reps=args.bootstrap_reps,
         retry_failed=args.retry_failed,
-        preset=preset.name if preset else None,
+        preset=args.preset,
         command=command,
     )
 
@@ -220,7 +190,7 @@ def make_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argum
     """The ``compare`` parser (or fill ``parser``, e.g. a sub-command's)."""
     if parser is None:
         parser = argparse.ArgumentParser(prog="sb3-ppo-variants compare")
-    parser.description = DESCRIPTION.format(presets=", ".join(available_presets()))
+    parser.description = DESCRIPTION.format(presets=", ".join(presets()))
     parser.epilog = EXAMPLES
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add_arguments(parser)

@@ -25,20 +25,9 @@ from sb3_ppo_variants.compare.specs import SPEC_PARAMETERS, Method, RunSpec, Stu
 
 #: Keys that describe the environment, the policy network and the problem (discount) rather than an algorithm's update
 #: rule. Baselines without tuned rl-zoo hyperparameters for an env inherit these from the study's entry.
-SHARED_KEYS = (
-    "n_envs",
-    "normalize",
-    "env_kwargs",
-    "env_wrapper",
-    "vec_env_wrapper",
-    "frame_stack",
-    "monitor_kwargs",
-    "policy",
-    "policy_kwargs",
-    "gamma",
-    "gae_lambda",
-    "use_sde",
-    "sde_sample_freq",
+SHARED_KEYS = tuple(
+    "n_envs normalize env_kwargs env_wrapper vec_env_wrapper frame_stack monitor_kwargs "
+    "policy policy_kwargs gamma gae_lambda use_sde sde_sample_freq".split()
 )
 #: PPOVariant's own arguments, which SB3 PPO does not accept.
 VARIANT_ONLY_KEYS = ("objective", "kl_coef", "kl_target")
@@ -130,8 +119,9 @@ def method_hyperparams(entry: dict[str, Any], method: Method, env_id: str, varia
     - objective configurations: the entry, with ``objective`` and the spec's value (ε, d_targ or β) set;
     - the algorithm the variant extends (``ppo``, SB3 PPO, for ``ppo_variant``): the entry without the variant's own
       keys, i.e. exactly what ``clip`` runs use;
-    - the other baselines (``trpo``, ``a2c``): rl-zoo's tuned hyperparameters for ``env_id`` if the installed rl_zoo3 has them; otherwise
-      the algorithm's defaults with the entry's environment, network and discount settings (:data:`SHARED_KEYS`).
+    - the other baselines (``trpo``, ``a2c``): rl-zoo's tuned hyperparameters for ``env_id`` if the installed rl_zoo3
+      has them; otherwise the algorithm's defaults with the entry's environment, network and discount settings
+      (:data:`SHARED_KEYS`).
     """
     hyperparams = copy.deepcopy(entry)
     hyperparams.pop("n_timesteps", None)

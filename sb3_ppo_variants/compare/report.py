@@ -34,27 +34,9 @@ from sb3_ppo_variants.compare.specs import Method, StudyError, parse_method
 
 PAPER_SCORES_FILE = Path(__file__).with_name("paper_scores.json")
 #: Columns of runs.csv.
-CSV_COLUMNS = (
-    "run_id",
-    "env_id",
-    "method",
-    "algo",
-    "seed",
-    "timesteps",
-    "num_timesteps",
-    "status",
-    "score",
-    "score_episodes",
-    "normalized_score",
-    "random_score",
-    "best_score",
-    "eval_mean",
-    "eval_std",
-    "final_kl_coef",
-    "wall_time",
-    "steps_per_second",
-    "host",
-    "fingerprint",
+CSV_COLUMNS = tuple(
+    "run_id env_id method algo seed timesteps num_timesteps status score score_episodes normalized_score random_score "
+    "best_score eval_mean eval_std final_kl_coef wall_time steps_per_second host fingerprint".split()
 )
 #: Headings that open and close the report's tables (what the terminal summary shows).
 TABLES_HEADING = "## Average normalised score (Table 1 of the paper)"
@@ -356,41 +338,31 @@ def _markdown(
         f"Score (mean return of the last {SCORE_EPISODES} training episodes), mean ± std over seeds.",
         "",
     ]
-    rows = [
-        [f"`{method.label}`", *(_mean_std(summaries[method.label].per_env(summaries[method.label].raw, env)) for env in envs)]
-        for method in methods
-    ]
-    rows.append(["random policy (= 0)", *(_return(constants[env].random) if env in constants else "—" for env in envs)])
-    rows.append(["best run (= 1)", *(_return(constants[env].best) if env in constants else "—" for env in envs)])
+
+    def env_rows(values: str, cell: Any) -> list[list[str]]:
+        """One row per method: ``cell`` of the method's ``values`` (raw, normalized, evaluation) on each env."""
+        summary = {method.label: summaries[method.label] for method in methods}
+        return [
+            [f"`{label}`", *(cell(summary[label].per_env(getattr(summary[label], values), env)) for env in envs)]
+            for label in summary
+        ]
+
+    scores = env_rows("raw", _mean_std)
+    scores.append(["random policy (= 0)", *(_return(constants[env].random) if env in constants else "—" for env in envs)])
+    scores.append(["best run (= 1)", *(_return(constants[env].best) if env in constants else "—" for env in envs)])
     if any(env.split("-v")[0] in figure3 for env in envs):
-        rows.append(
+        scores.append(
             ["paper Fig. 3, clip, 1M steps (≈, v1 tasks)", *(str(figure3.get(env.split("-v")[0], "—")) for env in envs)]
         )
-    lines += [*_table(["Method", *envs], rows), ""]
-
-    lines += ["Normalised score, mean over seeds.", ""]
-    rows = [
-        [
-            f"`{method.label}`",
-            *(_number(_mean(summaries[method.label].per_env(summaries[method.label].normalized, env))) for env in envs),
-        ]
-        for method in methods
-    ]
-    lines += [*_table(["Method", *envs], rows), ""]
-
+    lines += [*_table(["Method", *envs], scores), "", "Normalised score, mean over seeds.", ""]
+    lines += [*_table(["Method", *envs], env_rows("normalized", lambda values: _number(_mean(values)))), ""]
     lines += [
         "Final deterministic evaluation: mean return of the evaluation episodes after training (with the observation "
         "normalisation, if any, frozen), mean ± std over seeds.",
         "",
+        *_table(["Method", *envs], env_rows("evaluation", _mean_std)),
+        "",
     ]
-    rows = [
-        [
-            f"`{method.label}`",
-            *(_mean_std(summaries[method.label].per_env(summaries[method.label].evaluation, env)) for env in envs),
-        ]
-        for method in methods
-    ]
-    lines += [*_table(["Method", *envs], rows), ""]
 
     if figures:
         lines += [PLOTS_HEADING, ""]

@@ -24,6 +24,7 @@ from sb3_ppo_variants.compare.metrics import SCORE_EPISODES
 from sb3_ppo_variants.compare.specs import RunSpec
 from sb3_ppo_variants.update_stats import NonFiniteLossError
 from sb3_ppo_variants.zoo.adapter import algorithm_class
+
 #: Result format version, stored in every result file.
 RESULT_SCHEMA = 1
 

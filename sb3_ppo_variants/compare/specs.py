@@ -104,7 +104,12 @@ class Method:
         if self.is_baseline:
             from sb3_ppo_variants.zoo.adapter import ALGOS
 
-            return (len(families) + 1, "", float(list(ALGOS).index(self.label) if self.label in ALGOS else len(ALGOS)), self.label)
+            return (
+                len(families) + 1,
+                "",
+                float(list(ALGOS).index(self.label) if self.label in ALGOS else len(ALGOS)),
+                self.label,
+            )
         rank = families.index(self.family) if self.family in families else len(families)
         number = -math.inf if self.value is None else float(str(self.value).removeprefix("lin_"))
         return (rank, self.family, number, str(self.value))

@@ -150,7 +150,9 @@ def plan_study(config: StudyConfig) -> Plan:
     if not config.objectives and config.baselines is None:
         raise StudyError("--objectives: no objective spec given (e.g. clip:0.2 adaptive_kl:0.01 fixed_kl:1 none)")
     env_ids, gym_packages = _env_ids(config)
-    methods = list({method.label: method for method in (parse_method(spec, config.algo) for spec in config.objectives)}.values())
+    methods = list(
+        {method.label: method for method in (parse_method(spec, config.algo) for spec in config.objectives)}.values()
+    )
     if config.baselines is not None:
         methods += parse_baselines(config.baselines, config.algo)
     hyperparams_file = resolve_hyperparams_file(config.hyperparams)

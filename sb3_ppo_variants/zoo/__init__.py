@@ -57,8 +57,8 @@ def register() -> None:
 
 __all__ = [
     "ALGO",
-    "Algo",
     "DEFAULT_HYPERPARAMS_FILE",
+    "Algo",
     "PPOVariantExperimentManager",
     "ZooConfigError",
     "accepted_hyperparameters",

@@ -134,9 +134,13 @@ def evaluate_key_values(flag: str, items: Iterable[str]) -> dict[str, Any]:
     :param items: its ``key:value`` words
     :raises ZooConfigError: naming the option, the item and the accepted form
     """
+    items = list(items)
+    if not items:
+        return {}
+    import rl_zoo3.utils
+
     values = {}
     for item in items:
-        import rl_zoo3.utils
 
         key, separator, value = item.partition(":")
         if not separator or not key:

@@ -61,7 +61,7 @@ ZOO_CONSTRUCTOR_ARGS = ("env", "tensorboard_log", "seed", "verbose", "device")
 
 def accepted_hyperparameters(algorithm: type = PPOVariant) -> list[str]:
     """Hyperparameters an algorithm accepts from a YAML file or ``--hyperparams``: its constructor's arguments."""
-    parameters = inspect.signature(algorithm.__init__).parameters
+    parameters = inspect.signature(algorithm).parameters
     return sorted(name for name in parameters if name not in ("self", "_init_setup_model", *ZOO_CONSTRUCTOR_ARGS))
 
 
