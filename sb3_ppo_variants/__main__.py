@@ -16,11 +16,14 @@ def main(argv: list[str] | None = None) -> int:
     :param argv: arguments (default: ``sys.argv[1:]``)
     :return: exit code
     """
+    from sb3_ppo_variants.compare.specs import StudyError, check_requirements
+
     try:
-        from sb3_ppo_variants.compare.cli import make_parser, run
-    except ValueError as error:  # StudyError: a package of the compare extra is missing
+        check_requirements()  # before importing the command: a missing package is named with the extra to install
+    except StudyError as error:
         print(f"sb3-ppo-variants compare: error: {error}", file=sys.stderr)
         return 2
+    from sb3_ppo_variants.compare.cli import make_parser, run
 
     parser = argparse.ArgumentParser(prog="sb3-ppo-variants", description="PPO surrogate objectives for Stable-Baselines3.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -1,7 +1,6 @@
 """Command line of the comparison study: ``python -m sb3_ppo_variants compare ...``."""
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -178,12 +177,6 @@ def run(args: argparse.Namespace, command: str = "") -> int:
     except KeyboardInterrupt:
         print("Interrupted: finished runs are saved; run the same command again to resume.", file=sys.stderr)
         return 130
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m sb3_ppo_variants.compare.cli``: the compare command alone."""
-    argv = sys.argv[1:] if argv is None else argv
-    return run(make_parser().parse_args(argv), command=shlex.join(["python", "-m", "sb3_ppo_variants.compare.cli", *argv]))
 
 
 def make_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:

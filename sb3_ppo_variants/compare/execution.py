@@ -63,7 +63,9 @@ def _init_worker(progress_queue: Any) -> None:
     global _worker_queue
     _worker_queue = progress_queue
     # End this worker if the driver dies, instead of training on with nobody to save the result.
-    threading.Thread(target=_exit_with_parent, args=(multiprocessing.parent_process(),), daemon=True).start()
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     # Ctrl-C reaches the whole process group: let the driver handle it and stop the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 from sb3_ppo_variants.atomic import atomic_write_text
-from sb3_ppo_variants.compare import plots, storage
+from sb3_ppo_variants.compare import storage
 from sb3_ppo_variants.compare.metrics import (
     AGGREGATE_METRICS,
     SCORE_EPISODES,
@@ -176,6 +176,8 @@ def _write_plots(
     """Write the PNGs; return their paths relative to ``out``."""
     if not results:
         return []
+    from sb3_ppo_variants.compare import plots  # matplotlib: imported when there is something to plot
+
     colors = plots.method_colors(methods)
     # A study folder may mix budgets on an env (e.g. a seed added later with another budget): plot the most common
     # (budget, curve points) of each env, so every averaged curve shares its x values.

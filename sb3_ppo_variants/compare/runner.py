@@ -33,23 +33,11 @@ Reporter = Callable[[str, int], None]
 
 
 def versions() -> dict[str, str]:
-    """Versions of the packages a result depends on."""
-    import gymnasium
-    import stable_baselines3
-
-    import sb3_ppo_variants
-
-    found = {
-        "sb3_ppo_variants": sb3_ppo_variants.__version__,
-        "stable_baselines3": stable_baselines3.__version__,
-        "gymnasium": gymnasium.__version__,
-        "torch": th.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-    for module in ("sb3_contrib", "rl_zoo3", "mujoco"):
+    """Versions of Python and of the installed packages a result depends on."""
+    found = {"python": platform.python_version()}
+    for module in ("sb3_ppo_variants", "stable_baselines3", "gymnasium", "torch", "numpy", "sb3_contrib", "rl_zoo3", "mujoco"):
         try:
-            found[module] = __import__(module).__version__
+            found[module] = importlib.import_module(module).__version__
         except (ImportError, AttributeError):
             pass
     return found

@@ -81,11 +81,6 @@ class Method:
         return self.objective if self.objective is not None else "baseline"
 
     @property
-    def directory(self) -> str:
-        """File-system safe name of the method's result folder."""
-        return self.label.replace(":", "_")
-
-    @property
     def title(self) -> str:
         """Paper-style row title, e.g. ``Clipping, ε = 0.2``."""
         if self.objective is None:

@@ -190,6 +190,7 @@ def random_scores(
     episodes: int | None = None,
     console: Console | None = None,
     gym_packages: list[str] | None = None,
+    algo: str = "ppo_variant",
 ) -> dict[str, float]:
     """
     The random-policy score of each env, measured once and cached in ``<out>/random_policy/<env>.json`` (the report
@@ -201,6 +202,7 @@ def random_scores(
     :param episodes: number of episodes (``None``: any cached measurement, else :data:`RANDOM_EPISODES`)
     :param console: where to say that a measurement is made
     :param gym_packages: modules that register the envs
+    :param algo: the study's variant (whose manager reads the env settings)
     """
     scores = {}
     for env_id, entry in entries.items():
@@ -216,7 +218,7 @@ def random_scores(
         count = episodes or RANDOM_EPISODES
         if console is not None:
             console.print(f"Measuring the random policy on {env_id} ({count} episodes)", soft_wrap=True)
-        spec = RunSpec(env_id, "random", "ppo_variant", RANDOM_POLICY_SEED, 1, entry, gym_packages=gym_packages or [])
+        spec = RunSpec(env_id, "random", algo, RANDOM_POLICY_SEED, 1, entry, gym_packages=gym_packages or [])
         measured = measure_random_policy(spec, episodes=count)
         measured["env_settings"] = settings
         storage.write_json(path, measured)
@@ -290,7 +292,7 @@ def run_study(config: StudyConfig, console: Console | None = None) -> int:
         backend = RayCluster(config.ray_address)
         backend.connect()
     _record_command(config, plan)
-    random_scores(config.out, plan.entries, config.random_episodes, console, plan.gym_packages)
+    random_scores(config.out, plan.entries, config.random_episodes, console, plan.gym_packages, config.algo)
 
     lost = 0
     with GridProgress(todo, skipped=len(plan.specs) - len(todo), console=console) as progress:
