@@ -32,7 +32,8 @@ format: install
 
 benchmark: install
 	$(PYTHON) benchmarks/speed.py
-	$(PYTHON) benchmarks/learning.py
+	# each objective and SB3 PPO with rl-zoo's hyperparameters, 3 seeds (formerly benchmarks/learning.py)
+	$(PYTHON) -m sb3_ppo_variants compare --preset learning --out benchmarks/results/learning
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

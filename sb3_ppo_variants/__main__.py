@@ -16,6 +16,13 @@ def main(argv: list[str] | None = None) -> int:
     :param argv: arguments (default: ``sys.argv[1:]``)
     :return: exit code
     """
+    from sb3_ppo_variants.compare.specs import StudyError, check_requirements
+
+    try:
+        check_requirements()  # before importing the command: a missing package is named with the extra to install
+    except StudyError as error:
+        print(f"sb3-ppo-variants compare: error: {error}", file=sys.stderr)
+        return 2
     from sb3_ppo_variants.compare.cli import make_parser, run
 
     parser = argparse.ArgumentParser(prog="sb3-ppo-variants", description="PPO surrogate objectives for Stable-Baselines3.")

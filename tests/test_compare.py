@@ -1,12 +1,15 @@
 """
 Comparison study end to end: a tiny grid through the CLI (result files, CSV, report, PNGs), resume after SIGKILL, bad
-input, baselines, diverged and failed runs, presets. The Ray backend is tested in test_compare_ray.py.
+input, missing packages, own envs (module:EnvId, --gym-packages, --env-kwargs), baselines, diverged and failed runs,
+presets. The Ray backend is tested in test_compare_ray.py.
 """
 
 import csv
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,17 +17,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from sb3_ppo_variants import ObjectiveOutput, PolicyBatch, SurrogateObjective
 from sb3_ppo_variants.__main__ import main
 from sb3_ppo_variants.compare import storage
+from sb3_ppo_variants.compare.cli import config_from_args, make_parser
 from sb3_ppo_variants.compare.hyperparams import SHARED_KEYS, method_hyperparams, preprocess, zoo_tuned_entry
-from sb3_ppo_variants.compare.presets import get_preset
 from sb3_ppo_variants.compare.report import CSV_COLUMNS, write_report
 from sb3_ppo_variants.compare.runner import train_run
-from sb3_ppo_variants.compare.specs import Method, RunSpec, parse_baselines, parse_method
+from sb3_ppo_variants.compare.specs import Method, RunSpec, StudyError, parse_baselines, parse_method
 from sb3_ppo_variants.compare.study import StudyConfig, plan_study, random_scores
 from sb3_ppo_variants.objectives import OBJECTIVES
+from sb3_ppo_variants.zoo import DEFAULT_HYPERPARAMS_FILE
 
 #: Small rollouts so that ~2k steps are 8 updates, and a large step size so that clipping acts (clip ≠ none).
 TINY_ENTRY = {"n_envs": 1, "n_steps": 256, "batch_size": 64, "n_epochs": 10, "learning_rate": 0.003}
@@ -126,6 +131,7 @@ def test_tiny_grid_end_to_end(tiny_study):
     assert "| No clipping or penalty | `none` |" in report and "| -0.39 |" in report
     assert "python -m sb3_ppo_variants compare --envs CartPole-v1 --objectives clip:0.2 none" in report
     assert f"Hyperparameters: `{hyperparams}`\n" in report
+    assert "random policy = mean return of 20 uniformly random episodes" in report  # --random-episodes, not 100
     for name in ("learning_curves", "curves_CartPole-v1", "normalized_scores", "aggregate_metrics"):
         png = out / "plots" / f"{name}.png"
         assert png.read_bytes()[:8] == PNG_MAGIC and f"(plots/{name}.png)" in report
@@ -159,6 +165,33 @@ def test_report_only_and_changed_settings(tiny_study, capsys):
     assert {path: path.read_bytes() for path in (out / "runs").rglob("*.json")} == before
 
 
+def test_report_runs_no_env(tiny_study, tmp_path, monkeypatch):
+    # The report is built from the result files and the cached random-policy scores alone: without a cached score, the
+    # env is not normalised (and nothing is measured).
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_study[1], out)
+    shutil.rmtree(out / "random_policy")
+    monkeypatch.setattr("gymnasium.make", None)  # any env creation would fail
+    write_report(out, bootstrap_reps=50)
+    report = (out / "report.md").read_text()
+    assert "No random-policy score for CartPole-v1" in report and "| **—** |" in report
+    assert not (out / "random_policy").exists()
+
+
+def _stat(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return ["X", "0"]
+
+
+def _children(parent: int) -> list[int]:
+    """Linux: the pids whose parent is ``parent`` (field 4 of /proc/<pid>/stat)."""
+    return [
+        int(path.name) for path in Path("/proc").iterdir() if path.name.isdigit() and _stat(int(path.name))[1] == str(parent)
+    ]
+
+
 def test_resume_after_sigkill(tmp_path, capsys):
     hyperparams = tmp_path / "tiny.yml"
     hyperparams.write_text(TINY_YAML)
@@ -167,23 +200,24 @@ def test_resume_after_sigkill(tmp_path, capsys):
     study = subprocess.Popen(
         [sys.executable, "-m", "sb3_ppo_variants", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    import psutil
-
     try:
         deadline = time.monotonic() + 240
         while not list((out / "runs").rglob("seed_*.json")):
             assert study.poll() is None, study.stderr.read().decode() if study.stderr else ""
             assert time.monotonic() < deadline, "no run finished in time"
             time.sleep(0.2)
-        workers = psutil.Process(study.pid).children(recursive=True)
+        workers = _children(study.pid)
+        assert workers
         study.send_signal(signal.SIGKILL)
         study.wait()
     finally:
         if study.poll() is None:
             study.kill()
     # The driver's worker processes do not outlive it.
-    _, alive = psutil.wait_procs(workers, timeout=30)
-    assert not alive
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() and "Z" not in _stat(pid)[2:3] for pid in workers):
+        assert time.monotonic() < deadline, "a worker outlived the driver"
+        time.sleep(0.2)
     finished = {path: path.read_bytes() for path in (out / "runs").rglob("seed_*.json")}
     assert 1 <= len(finished) < 4
     for content in finished.values():
@@ -202,16 +236,28 @@ def test_resume_after_sigkill(tmp_path, capsys):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--envs", "CartPol-v1"], "--envs: unknown environment 'CartPol-v1'; did you mean CartPole-v1"),
+        (["--envs", "CartPol-v1"], "--envs CartPol-v1: unknown environment id 'CartPol-v1'"),
+        (["--envs", "no_such_module:MyEnv-v0"], "--envs no_such_module: cannot import the module"),
+        (["--gym-packages", "no_such_module"], "--gym-packages no_such_module: cannot import the module"),
+        (
+            ["--envs", "tiny_env:TinyCorridor-v9"],
+            "unknown environment id 'TinyCorridor-v9' (not in gymnasium's registry after",
+        ),
+        (["--env-kwargs", "length:four"], "--env-kwargs length:four: the value 'four' is not a Python expression"),
+        (["--env-kwargs", "length"], "--env-kwargs length: expected key:value"),
+        (["--ray-address", "127.0.0.1:{free_port}"], "--ray-address: nothing answers at '127.0.0.1:{free_port}'"),
         (["--objectives", "clip:0.2", "klpen:1"], "--objectives: unknown objective 'klpen'"),
         (["--objectives", "fixed_kl:x"], "--objectives: the value of 'fixed_kl:x' (kl_coef) must be a number"),
-        (["--preset", "huge"], "--preset: unknown preset 'huge'; choose one of quick, paper"),
+        (["--preset", "huge"], "--preset: unknown preset 'huge'; choose one of quick, learning, paper, paper-baselines"),
         (["--seeds", "0"], "--seeds must be a positive whole number, got 0"),
         (["--timesteps", "0"], "--timesteps must be a positive whole number, got 0.0"),
         (["--timesteps", "-2000"], "--timesteps must be a positive whole number, got -2000.0"),
         (["--timesteps", "100.5"], "--timesteps must be a positive whole number, got 100.5"),
         (["--workers", "0"], "--workers must be a positive whole number, got 0"),
-        (["--baselines", "ppo", "sac"], "--baselines: unknown baseline 'sac'; choose from ppo, trpo, a2c"),
+        (
+            ["--baselines", "ppo", "sac"],
+            "--baselines: unknown baseline 'sac' for --algo ppo_variant; choose from ppo, trpo, a2c",
+        ),
         (["--hyperparams", "missing.yml"], "--hyperparams: file 'missing.yml' not found"),
         (["--hyperparams", "{no_entry}"], "--hyperparams: no entry for 'CartPole-v1'"),
         (["--hyperparams", "{bad_value}"], "kl_target must be > 0, got -1.0"),
@@ -222,6 +268,11 @@ def test_bad_input_fails_before_any_run(tmp_path, capsys, flags, message):
     (tmp_path / "no_entry.yml").write_text("Pendulum-v1:\n  n_envs: 1\n")
     (tmp_path / "bad_value.yml").write_text("default:\n  kl_target: -1\n")
     (tmp_path / "a_file").write_text("")
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        free_port = str(probe.getsockname()[1])
+    flags = [flag.replace("{free_port}", free_port) for flag in flags]
+    message = message.replace("{free_port}", free_port)
     values = {
         "{no_entry}": str(tmp_path / "no_entry.yml"),
         "{bad_value}": str(tmp_path / "bad_value.yml"),
@@ -230,10 +281,72 @@ def test_bad_input_fails_before_any_run(tmp_path, capsys, flags, message):
     out = tmp_path / "study"
     args = ["compare", "--envs", "CartPole-v1", "--objectives", "clip:0.2", "--seeds", "1", "--timesteps", "100"]
     args += ["--out", str(out), *(values.get(flag, flag) for flag in flags)]
+    start = time.monotonic()
     assert main(args) == 2
     captured = capsys.readouterr()
     assert message in captured.err and "done" not in captured.out
-    assert not (out / "runs").exists()
+    assert not (out / "runs").exists() and time.monotonic() - start < 30
+
+
+@pytest.mark.parametrize(
+    "module, flags", [("rliable", []), ("matplotlib", []), ("rl_zoo3", []), ("ray", ["--ray-address", "auto"])]
+)
+def test_missing_package_names_the_extra(tmp_path, capsys, monkeypatch, module, flags):
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` raises ImportError
+    args = ["compare", "--envs", "CartPole-v1", "--objectives", "none", "--seeds", "1", "--out", str(tmp_path), *flags]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert f"the comparison study needs {module!r}" in error and "pip install 'sb3-ppo-variants[compare]'" in error
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_algo():
+    with pytest.raises(StudyError, match="--algo: unknown algorithm 'ppo_nope'; choose one of ppo_variant"):
+        plan_study(StudyConfig(out=Path("unused"), envs=["CartPole-v1"], objectives=["none"], seeds=1, algo="ppo_nope"))
+
+
+def test_own_env_end_to_end(tmp_path, capsys):
+    # gymnasium's module:EnvId form with rl-zoo's --env-kwargs: the env of a module of the tests, imported by the study
+    # (checks, random policy) and by the worker processes; the report is built for it like for any env.
+    out = tmp_path / "study"
+    args = ["compare", "--envs", "tiny_env:TinyCorridor-v0", "--env-kwargs", "length:4", "--objectives", "clip:0.2", "none"]
+    args += ["--seeds", "1", "--timesteps", "512", "--hyperparams", str(tmp_path / "tiny.yml"), "--out", str(out)]
+    args += [
+        "--workers",
+        "2",
+        "--eval-episodes",
+        "2",
+        "--random-episodes",
+        "7",
+        "--curve-points",
+        "4",
+        "--bootstrap-reps",
+        "50",
+    ]
+    (tmp_path / "tiny.yml").write_text("default:\n  n_steps: 128\n  batch_size: 64\n  n_epochs: 2\n")
+    assert main(args) == 0
+    results = _results(out)
+    assert sorted(results) == ["TinyCorridor-v0/clip_0.2/seed_0", "TinyCorridor-v0/none/seed_0"]
+    for result in results.values():
+        assert result["status"] == "ok" and result["num_timesteps"] == 512 and result["episodes"] > 0
+        assert result["config"]["gym_packages"] == ["tiny_env"]
+        assert result["config"]["hyperparams"]["env_kwargs"] == {"length": 4}
+        assert max(result["last_returns"]) <= 1.0 - 0.01 * 2  # 3 steps at least in a corridor of 4 cells
+    random = json.loads((out / "random_policy" / "TinyCorridor-v0.json").read_text())
+    assert random["episodes"] == 7 and random["env_settings"] == {"env_kwargs": {"length": 4}, "gym_packages": ["tiny_env"]}
+    report = (out / "report.md").read_text()
+    assert "| TinyCorridor-v0 |" in report and "mean return of 7 uniformly random episodes" in report
+    assert "| Clipping, ε = 0.2 | `clip:0.2` | **" in report
+
+
+def test_gym_packages_and_env_kwargs_plan():
+    plan = plan_study(
+        StudyConfig(out=Path("unused"), envs=["TinyCorridor-v0"], objectives=["none"], seeds=1, timesteps=100,
+                    gym_packages=["tiny_env"], env_kwargs={"length": 5}, hyperparams=None)
+    )  # fmt: skip
+    (spec,) = plan.specs
+    assert spec.gym_packages == ["tiny_env"] and spec.hyperparams["env_kwargs"] == {"length": 5}
+    assert spec.fingerprint != RunSpec.from_dict({**spec.to_dict(), "gym_packages": []}).fingerprint
 
 
 def test_report_only_needs_results(tmp_path, capsys):
@@ -241,25 +354,46 @@ def test_report_only_needs_results(tmp_path, capsys):
     assert "holds no study results" in capsys.readouterr().err
 
 
+def _preset_plan(*flags: str):
+    return plan_study(config_from_args(make_parser().parse_args(list(flags))))
+
+
 def test_presets_plan():
-    paper = get_preset("paper")
-    plan = plan_study(
-        StudyConfig(out=Path("unused"), envs=paper.envs, objectives=paper.objectives, seeds=paper.seeds,
-                    timesteps=paper.timesteps, hyperparams=paper.hyperparams, baselines=[])
-    )  # fmt: skip
+    plan = _preset_plan("--preset", "paper", "--baselines")
     assert len(plan.specs) == 7 * (11 + 3) * 3 and len(plan.methods) == 14
     clip = next(spec for spec in plan.specs if spec.method == "clip:0.3" and spec.env_id == "Hopper-v5")
+    # The paper's settings are read from the zoo's file, the one place they are written: Table 3, no normalisation.
+    zoo_entry = yaml.safe_load(DEFAULT_HYPERPARAMS_FILE.read_text())["Hopper-v5"]
+    expected = {key: value for key, value in zoo_entry.items() if key != "n_timesteps"}
+    assert clip.hyperparams == {**expected, "clip_range": 0.3}
     table3 = {"n_steps": 2048, "learning_rate": 3e-4, "n_epochs": 10, "batch_size": 64, "gamma": 0.99, "gae_lambda": 0.95}
     assert {key: clip.hyperparams[key] for key in table3} == table3
-    assert clip.hyperparams["ent_coef"] == 0.0 and "pi=[64, 64], vf=[64, 64]" in clip.hyperparams["policy_kwargs"]
-    assert clip.hyperparams["clip_range"] == 0.3 and clip.timesteps == 1_000_000
+    assert clip.hyperparams["ent_coef"] == 0.0 and clip.hyperparams["normalize"] is False
+    assert "policy_kwargs" not in clip.hyperparams and clip.timesteps == 1_000_000  # SB3's 2x64 tanh pi/vf networks
     trpo = next(spec for spec in plan.specs if spec.method == "trpo" and spec.env_id == "Hopper-v5")
     # No rl-zoo TRPO entry for the v5 tasks: TRPO's defaults with the study's env, network and discount settings.
-    assert set(trpo.hyperparams) <= set(SHARED_KEYS) and trpo.hyperparams["policy_kwargs"] == clip.hyperparams["policy_kwargs"]
+    assert set(trpo.hyperparams) <= set(SHARED_KEYS) and trpo.hyperparams["normalize"] is False
 
-    quick = get_preset("quick")
-    plan = plan_study(StudyConfig(out=Path("unused"), envs=quick.envs, objectives=quick.objectives, seeds=quick.seeds,
-                                  timesteps=quick.timesteps, hyperparams=quick.hyperparams))  # fmt: skip
+    # The released implementation's settings over the same entries (VecNormalize, annealed step size, c1 = 1, no clipping).
+    released = _preset_plan("--preset", "paper-baselines", "--seeds", "1")
+    spec = next(spec for spec in released.specs if spec.method == "clip:0.3" and spec.env_id == "Hopper-v5")
+    assert spec.hyperparams == {
+        **expected,
+        "clip_range": 0.3,
+        "normalize": "dict(norm_obs=True, norm_reward=False, clip_obs=5.0)",
+        "learning_rate": "lin_3e-4",
+        "vf_coef": 1.0,
+        "max_grad_norm": 1e10,
+    }
+    manager, model_kwargs, _ = preprocess(spec)
+    assert manager.normalize_kwargs == {"norm_obs": True, "norm_reward": False, "clip_obs": 5.0, "gamma": 0.99}
+    assert model_kwargs["learning_rate"](0.5) == pytest.approx(1.5e-4) and model_kwargs["learning_rate"](0.0) == 0.0
+
+    learning = _preset_plan("--preset", "learning")
+    assert {method.label for method in learning.methods} == {"clip", "adaptive_kl", "fixed_kl", "none", "ppo"}
+    assert len(learning.specs) == 2 * 5 * 3
+
+    plan = _preset_plan("--preset", "quick")
     assert len(plan.specs) == 2 * 4 * 2
     cartpole = next(spec for spec in plan.specs if spec.method == "adaptive_kl:0.01" and spec.env_id == "CartPole-v1")
     assert cartpole.hyperparams["n_envs"] == 8 and cartpole.hyperparams["kl_target"] == 0.01
@@ -353,8 +487,9 @@ def test_diverged_and_failed_runs(tmp_path, monkeypatch):
     for result in (ok, diverged, failed):
         storage.save_result(tmp_path, RunSpec.from_dict(result["config"]), result)
     random_scores(tmp_path, {"CartPole-v1": TINY_ENTRY}, episodes=5)
-    write_report(tmp_path, bootstrap_reps=100, random_episodes=5)
+    write_report(tmp_path, bootstrap_reps=100)
     report = (tmp_path / "report.md").read_text()
+    assert "random policy = mean return of 5 uniformly random episodes" in report
     assert "`test_nan`: 1 run(s) stopped on a non-finite loss" in report
     assert "`none`: 1 run(s) failed (no score): CartPole-v1/none/seed_1" in report
     assert "| No clipping or penalty | `none` | **—** |" in report

@@ -15,7 +15,7 @@ from sb3_ppo_variants.compare.metrics import (
     summarize,
 )
 from sb3_ppo_variants.compare.runner import learning_curve, mean_of_last
-from sb3_ppo_variants.compare.specs import Method, StudyError, parse_baselines, parse_method
+from sb3_ppo_variants.compare.specs import Method, RunSpec, StudyError, parse_baselines, parse_method
 
 
 @pytest.mark.parametrize(
@@ -35,7 +35,7 @@ def test_parse_method(spec, label, objective, value, title):
     method = parse_method(spec)
     assert (method.label, method.objective, method.value, method.title) == (label, objective, value, title)
     assert method.algo == "ppo_variant" and not method.is_baseline
-    assert ":" not in method.directory
+    assert ":" not in RunSpec("CartPole-v1", method.label, method.algo, 0, 1).run_id  # a file-system safe folder
 
 
 @pytest.mark.parametrize(
@@ -96,7 +96,13 @@ def test_learning_curve_and_score():
 def _result(env_id, method, seed, score, algo="ppo_variant", status="ok", eval_mean=None):
     return {
         "run_id": f"{env_id}/{method}/seed_{seed}",
-        "config": {"env_id": env_id, "method": method, "algo": algo, "seed": seed},
+        "config": {
+            "env_id": env_id,
+            "method": method,
+            "algo": algo,
+            "seed": seed,
+            "hyperparams": {"objective": method.split(":")[0]} if algo == "ppo_variant" else {},
+        },
         "status": status,
         "score": score,
         "eval_mean": eval_mean,

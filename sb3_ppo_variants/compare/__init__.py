@@ -13,25 +13,23 @@ Python use:
                           timesteps=50_000, workers=2))
 """
 
-from sb3_ppo_variants.compare.metrics import Normalization, aggregate_intervals, normalization_constants, summarize
-from sb3_ppo_variants.compare.report import write_report
-from sb3_ppo_variants.compare.runner import measure_random_policy, train_run
-from sb3_ppo_variants.compare.specs import Method, RunSpec, StudyError, parse_method
-from sb3_ppo_variants.compare.study import StudyConfig, plan_study, run_study
+import importlib
+from typing import Any
 
-__all__ = [
-    "Method",
-    "Normalization",
-    "RunSpec",
-    "StudyConfig",
-    "StudyError",
-    "aggregate_intervals",
-    "measure_random_policy",
-    "normalization_constants",
-    "parse_method",
-    "plan_study",
-    "run_study",
-    "summarize",
-    "train_run",
-    "write_report",
-]
+#: Public names by module, imported on first use: a worker process imports only what a run needs (no plotting), and
+#: ``python -m sb3_ppo_variants compare`` checks the required packages before importing the rest.
+_EXPORTS = {
+    "metrics": ("Normalization", "aggregate_intervals", "normalization_constants", "summarize"),
+    "report": ("write_report",),
+    "runner": ("measure_random_policy", "train_run"),
+    "specs": ("Method", "RunSpec", "StudyError", "check_requirements", "parse_method"),
+    "study": ("StudyConfig", "plan_study", "run_study"),
+}
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
+
+
+def __getattr__(name: str) -> Any:
+    for module, names in _EXPORTS.items():
+        if name in names:
+            return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

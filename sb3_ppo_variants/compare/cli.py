@@ -1,15 +1,21 @@
 """Command line of the comparison study: ``python -m sb3_ppo_variants compare ...``."""
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
+import yaml
 from rich.console import Console
 
-from sb3_ppo_variants.compare.presets import available_presets, get_preset
-from sb3_ppo_variants.compare.specs import BASELINES, StudyError
+from sb3_ppo_variants.compare import storage
+from sb3_ppo_variants.compare.hyperparams import ZOO_PREFIX
+from sb3_ppo_variants.compare.report import print_tables, write_report
+from sb3_ppo_variants.compare.specs import StudyError, check_requirements
 from sb3_ppo_variants.compare.study import RANDOM_EPISODES, StudyConfig, default_workers, run_study
+from sb3_ppo_variants.zoo.adapter import ALGOS, ZooConfigError, evaluate_key_values, variant_keys
+
+PRESETS_FILE = Path(__file__).with_name("presets.yml")
 
 DESCRIPTION = """\
 Compare surrogate objectives (and optionally baseline algorithms) on a grid of envs x objective configurations x seeds
@@ -18,7 +24,8 @@ and plots. Rerunning the same command skips the finished runs; --report-only reb
 
 Objective specs: clip:<epsilon>, adaptive_kl:<d_targ>, fixed_kl:<beta>, none (e.g. clip:0.2 adaptive_kl:0.01 fixed_kl:1
 none). clip and adaptive_kl also take an rl-zoo schedule (clip:lin_0.2); a bare name keeps the hyperparameter file's
-value. Presets: {presets}.
+value. Envs: Gymnasium ids, or module:EnvId (the module is imported first; see also --gym-packages).
+Presets: {presets}.
 """
 
 EXAMPLES = """\
@@ -27,6 +34,8 @@ examples:
   python -m sb3_ppo_variants compare --envs CartPole-v1 Acrobot-v1 --objectives clip:0.2 none --seeds 3 \\
       --timesteps 1e5 --hyperparams rl_zoo3:ppo --baselines
   python -m sb3_ppo_variants compare --preset paper --ray-address auto --out results/paper
+  python -m sb3_ppo_variants compare --envs mypkg.envs:MyEnv-v0 --env-kwargs size:8 --objectives clip:0.2 none \
+      --seeds 3 --timesteps 1e5
   python -m sb3_ppo_variants compare --out results/paper --report-only
 """
 
@@ -39,11 +48,28 @@ def _number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number such as 1e6 or 300000, got {text!r}") from None
 
 
+def presets() -> dict[str, dict[str, Any]]:
+    """
+    The presets of ``presets.yml`` by name: ``envs``, ``objectives``, ``seeds``, ``timesteps``, ``hyperparams`` (a path
+    or ``rl_zoo3:<algo>``), optionally ``overrides`` (hyperparameters over every env's entry) and ``baselines``.
+    """
+    found = yaml.safe_load(PRESETS_FILE.read_text())
+    for preset in found.values():
+        if not preset["hyperparams"].startswith(ZOO_PREFIX):
+            preset["hyperparams"] = str((PRESETS_FILE.parent / preset["hyperparams"]).resolve())
+    return found
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``compare`` flags."""
     grid = parser.add_argument_group("grid (defaults: the preset's)")
-    grid.add_argument("--preset", help=f"a predefined study: {', '.join(available_presets())}")
-    grid.add_argument("--envs", nargs="+", metavar="ENV", help="Gymnasium env ids")
+    grid.add_argument("--preset", help=f"a predefined study: {', '.join(presets())}")
+    grid.add_argument("--envs", nargs="+", metavar="ENV", help="Gymnasium env ids, or module:EnvId")
+    grid.add_argument("--gym-packages", nargs="+", default=[], metavar="MODULE", help="modules that register envs (rl-zoo's)")
+    grid.add_argument(
+        "--env-kwargs", nargs="+", default=[], metavar="KEY:VALUE", help="env keyword arguments, rl-zoo's syntax (size:8)"
+    )
+    grid.add_argument("--algo", default="ppo_variant", choices=variant_keys(), help="the variant compared (ppo_variant)")
     grid.add_argument("--objectives", nargs="+", metavar="SPEC", help="objective specs, e.g. clip:0.2 adaptive_kl:0.01 none")
     grid.add_argument("--seeds", type=int, metavar="N", help="number of seeds per env and method (seeds 0..N-1)")
     grid.add_argument("--timesteps", type=_number, metavar="N", help="budget per run (default: the YAML's n_timesteps)")
@@ -57,7 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--baselines",
         nargs="*",
         metavar="ALGO",
-        help=f"add baseline rows on the same grid: {', '.join(BASELINES)} (all of them if none is named)",
+        help="add baseline rows on the same grid: for ppo_variant "
+        f"{', '.join(ALGOS['ppo_variant'].baselines)} (all of them if none is named)",
     )
     execution = parser.add_argument_group("execution")
     execution.add_argument("--workers", type=int, default=default_workers(), help="local worker processes (default: cores)")
@@ -85,27 +112,32 @@ def config_from_args(args: argparse.Namespace, command: str = "") -> StudyConfig
 
     :raises StudyError: unknown preset, or a grid setting missing without a preset
     """
-    preset = get_preset(args.preset) if args.preset else None
-    envs = args.envs or (preset.envs if preset else None)
-    objectives = args.objectives or (preset.objectives if preset else None)
-    seeds = args.seeds if args.seeds is not None else (preset.seeds if preset else None)
-    timesteps = args.timesteps if args.timesteps is not None else (preset.timesteps if preset else None)
-    hyperparams = args.hyperparams or (preset.hyperparams if preset else None)
-    if envs is None:
-        raise StudyError("--envs is required without --preset")
-    if objectives is None and args.baselines is None:
-        raise StudyError("--objectives is required without --preset (e.g. --objectives clip:0.2 none)")
-    if seeds is None:
-        raise StudyError("--seeds is required without --preset")
-    out = args.out or Path("runs", "compare", preset.name if preset else "study")
+    if args.preset is not None and args.preset not in presets():
+        raise StudyError(f"--preset: unknown preset {args.preset!r}; choose one of {', '.join(presets())}")
+    preset = presets()[args.preset] if args.preset else {}
+    grid = {key: getattr(args, key) for key in ("envs", "objectives", "seeds", "timesteps", "hyperparams", "baselines")}
+    grid = {key: preset.get(key) if value is None else value for key, value in grid.items()}
+    try:
+        env_kwargs = evaluate_key_values("--env-kwargs", args.env_kwargs)
+    except ZooConfigError as error:
+        raise StudyError(str(error)) from None
+    for key in ("envs", "seeds", *(("objectives",) if grid["baselines"] is None else ())):
+        if grid[key] is None:
+            raise StudyError(f"--{key} is required without --preset")
+    # A preset's overrides belong to its hyperparameter file.
+    overrides = preset.get("overrides", {}) if grid["hyperparams"] == preset.get("hyperparams") else {}
     return StudyConfig(
-        out=out,
-        envs=list(envs),
-        objectives=list(objectives or []),
-        seeds=seeds,
-        timesteps=timesteps,  # type: ignore[arg-type]  # a float here; checked to be whole in plan_study
-        hyperparams=hyperparams,
-        baselines=args.baselines,
+        out=args.out or Path("runs", "compare", args.preset or "study"),
+        envs=list(grid["envs"]),
+        objectives=list(grid["objectives"] or []),
+        seeds=grid["seeds"],
+        timesteps=grid["timesteps"],  # a float here; checked to be whole in plan_study
+        hyperparams=grid["hyperparams"],
+        baselines=grid["baselines"],
+        algo=args.algo,
+        gym_packages=list(args.gym_packages),
+        env_kwargs=env_kwargs,
+        overrides=overrides,
         workers=args.workers,
         ray_address=args.ray_address,
         eval_episodes=args.eval_episodes,
@@ -113,7 +145,7 @@ def config_from_args(args: argparse.Namespace, command: str = "") -> StudyConfig
         curve_points=args.curve_points,
         bootstrap_reps=args.bootstrap_reps,
         retry_failed=args.retry_failed,
-        preset=preset.name if preset else None,
+        preset=args.preset,
         command=command,
     )
 
@@ -128,15 +160,13 @@ def run(args: argparse.Namespace, command: str = "") -> int:
     """
     console = Console()
     try:
+        check_requirements(ray=args.ray_address is not None and not args.report_only)
         if args.report_only:
-            from sb3_ppo_variants.compare import storage
-            from sb3_ppo_variants.compare.report import print_tables, write_report
-
             out = args.out or config_from_args(args).out
             if not (out / storage.RUNS).is_dir():
                 raise StudyError(f"--out: {str(out)!r} holds no study results (no {storage.RUNS}/ folder)")
             storage.check_writable(out)
-            report = write_report(out, bootstrap_reps=args.bootstrap_reps, random_episodes=args.random_episodes)
+            report = write_report(out, bootstrap_reps=args.bootstrap_reps)
             print_tables(report, console)
             console.print(f"Report: {report}")
             return 0
@@ -149,17 +179,11 @@ def run(args: argparse.Namespace, command: str = "") -> int:
         return 130
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m sb3_ppo_variants.compare.cli``: the compare command alone."""
-    argv = sys.argv[1:] if argv is None else argv
-    return run(make_parser().parse_args(argv), command=shlex.join(["python", "-m", "sb3_ppo_variants.compare.cli", *argv]))
-
-
 def make_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """The ``compare`` parser (or fill ``parser``, e.g. a sub-command's)."""
     if parser is None:
         parser = argparse.ArgumentParser(prog="sb3-ppo-variants compare")
-    parser.description = DESCRIPTION.format(presets=", ".join(available_presets()))
+    parser.description = DESCRIPTION.format(presets=", ".join(presets()))
     parser.epilog = EXAMPLES
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add_arguments(parser)

@@ -2,7 +2,9 @@
 Hyperparameters from rl-zoo-style YAML files, and building the environments and the model of a run, through rl_zoo3's
 own code (``ExperimentManager``): the same lookup (env id, then ``default``), the same preprocessing (``lin_``
 schedules, ``normalize``, ``policy_kwargs`` strings, ``env_kwargs``, wrappers, frame stacking, callbacks) and the same
-environments (``make_vec_env`` with ``Monitor``, then ``VecNormalize``) as ``python -m rl_zoo3.train``.
+environments (``make_vec_env`` with ``Monitor``, then ``VecNormalize``) as ``python -m rl_zoo3.train``. The manager is
+the zoo's :class:`~sb3_ppo_variants.zoo.exp_manager.PPOVariantExperimentManager`, so the study converts (``lin_``
+strings, ``kl_target`` included) and checks hyperparameters exactly as ``python -m sb3_ppo_variants.zoo train`` does.
 
 A run's hyperparameters stay in their YAML form (JSON-serialisable) until the worker converts them, so a run
 specification can be stored, hashed and sent to another machine.
@@ -19,40 +21,18 @@ from typing import Any
 
 import yaml
 
-from sb3_ppo_variants.compare.specs import SPEC_PARAMETERS, VARIANT_ALGO, Method, RunSpec, StudyError
+from sb3_ppo_variants.compare.specs import SPEC_PARAMETERS, Method, RunSpec, StudyError
 
 #: Keys that describe the environment, the policy network and the problem (discount) rather than an algorithm's update
 #: rule. Baselines without tuned rl-zoo hyperparameters for an env inherit these from the study's entry.
-SHARED_KEYS = (
-    "n_envs",
-    "normalize",
-    "env_kwargs",
-    "env_wrapper",
-    "vec_env_wrapper",
-    "frame_stack",
-    "monitor_kwargs",
-    "policy",
-    "policy_kwargs",
-    "gamma",
-    "gae_lambda",
-    "use_sde",
-    "sde_sample_freq",
+SHARED_KEYS = tuple(
+    "n_envs normalize env_kwargs env_wrapper vec_env_wrapper frame_stack monitor_kwargs "
+    "policy policy_kwargs gamma gae_lambda use_sde sde_sample_freq".split()
 )
 #: PPOVariant's own arguments, which SB3 PPO does not accept.
 VARIANT_ONLY_KEYS = ("objective", "kl_coef", "kl_target")
 #: Prefix of ``--hyperparams`` values that name a file shipped with the installed rl_zoo3 (``rl_zoo3:ppo``).
 ZOO_PREFIX = "rl_zoo3:"
-
-
-def algorithm_class(algo: str) -> type:
-    """The class of an algorithm key: ``ppo_variant`` or one of rl_zoo3's ``ALGOS`` (``ppo``, ``trpo``, ``a2c``)."""
-    if algo == VARIANT_ALGO:
-        from sb3_ppo_variants import PPOVariant
-
-        return PPOVariant
-    from rl_zoo3.utils import ALGOS
-
-    return ALGOS[algo]
 
 
 @contextlib.contextmanager
@@ -63,11 +43,11 @@ def _quiet() -> Iterator[None]:
 
 
 def _manager(algo: str, env_id: str, seed: int = 0, config: str | None = None) -> Any:
-    from rl_zoo3.exp_manager import ExperimentManager
+    from sb3_ppo_variants.zoo.exp_manager import PPOVariantExperimentManager
 
     # Nothing is written: the log folder is only created by ExperimentManager.setup_experiment(), never called here.
     with _quiet():
-        return ExperimentManager(
+        return PPOVariantExperimentManager(
             Namespace(), algo, env_id, log_folder=os.devnull, seed=seed, verbose=0, config=config or os.devnull
         )
 
@@ -111,7 +91,7 @@ def read_entry(path: Path | None, env_id: str) -> dict[str, Any]:
     """
     if path is None:
         return {}
-    manager = _manager(VARIANT_ALGO, env_id, config=str(path))
+    manager = _manager("ppo_variant", env_id, config=str(path))
     try:
         with _quiet():
             hyperparams, _ = manager.read_hyperparameters()
@@ -132,14 +112,16 @@ def zoo_tuned_entry(algo: str, env_id: str) -> dict[str, Any] | None:
     return copy.deepcopy(dict(entry)) if isinstance(entry, dict) else None
 
 
-def method_hyperparams(entry: dict[str, Any], method: Method, env_id: str) -> dict[str, Any]:
+def method_hyperparams(entry: dict[str, Any], method: Method, env_id: str, variant: str = "ppo_variant") -> dict[str, Any]:
     """
     A run's hyperparameters (YAML form, without ``n_timesteps``) from the env's entry of the study's file:
 
     - objective configurations: the entry, with ``objective`` and the spec's value (ε, d_targ or β) set;
-    - ``ppo`` (SB3 PPO): the entry without PPOVariant's own keys, i.e. exactly what ``clip`` runs use;
-    - ``trpo`` / ``a2c``: rl-zoo's tuned hyperparameters for ``env_id`` if the installed rl_zoo3 has them; otherwise
-      the algorithm's defaults with the entry's environment, network and discount settings (:data:`SHARED_KEYS`).
+    - the algorithm the variant extends (``ppo``, SB3 PPO, for ``ppo_variant``): the entry without the variant's own
+      keys, i.e. exactly what ``clip`` runs use;
+    - the other baselines (``trpo``, ``a2c``): rl-zoo's tuned hyperparameters for ``env_id`` if the installed rl_zoo3
+      has them; otherwise the algorithm's defaults with the entry's environment, network and discount settings
+      (:data:`SHARED_KEYS`).
     """
     hyperparams = copy.deepcopy(entry)
     hyperparams.pop("n_timesteps", None)
@@ -151,7 +133,9 @@ def method_hyperparams(entry: dict[str, Any], method: Method, env_id: str) -> di
         return hyperparams
     for key in VARIANT_ONLY_KEYS:
         hyperparams.pop(key, None)
-    if method.algo == "ppo":
+    from sb3_ppo_variants.zoo.adapter import ALGOS
+
+    if method.algo == ALGOS[variant].baselines[0]:
         return hyperparams
     tuned = zoo_tuned_entry(method.algo, env_id)
     if tuned is not None:
@@ -160,18 +144,10 @@ def method_hyperparams(entry: dict[str, Any], method: Method, env_id: str) -> di
     return {key: hyperparams[key] for key in SHARED_KEYS if key in hyperparams}
 
 
-def _schedule(value: Any) -> Any:
-    """An rl-zoo ``lin_<start>`` string as rl_zoo3's linear schedule; anything else unchanged."""
-    if isinstance(value, str) and value.startswith("lin_"):
-        from rl_zoo3.utils import linear_schedule
-
-        return linear_schedule(float(value.removeprefix("lin_")))
-    return value
-
-
 def preprocess(spec: RunSpec) -> tuple[Any, dict[str, Any], list[Any]]:
     """
-    Convert a run's YAML-form hyperparameters with rl_zoo3's ``ExperimentManager._preprocess_hyperparams``.
+    Convert and check a run's YAML-form hyperparameters with the zoo's ``_preprocess_hyperparams`` (rl-zoo's, plus
+    ``kl_target`` schedules and the check against the algorithm's constructor).
 
     :return: the configured ExperimentManager (it knows the env settings), the model's keyword arguments (including
         ``policy``) and the callbacks the YAML asks for
@@ -183,22 +159,17 @@ def preprocess(spec: RunSpec) -> tuple[Any, dict[str, Any], list[Any]]:
     with _quiet():
         hyperparams, env_wrapper, callbacks, vec_env_wrapper = manager._preprocess_hyperparams(hyperparams)
     manager.env_wrapper, manager.vec_env_wrapper = env_wrapper, vec_env_wrapper
-    # rl_zoo3 converts the schedules of SB3's arguments; d_targ of the adaptive penalty may be one too.
-    if "kl_target" in hyperparams:
-        hyperparams["kl_target"] = _schedule(hyperparams["kl_target"])
     return manager, hyperparams, callbacks
 
 
 def check_hyperparams(spec: RunSpec) -> None:
     """
-    Check a run's hyperparameters without creating an environment: rl_zoo3's preprocessing (schedules, policy_kwargs,
-    wrappers) and the algorithm's own argument checks (its constructor with ``env=None`` and no network built).
+    Check a run's hyperparameters without creating an environment or a network (see :func:`preprocess`).
 
     :raises StudyError: naming the env, the method and the problem
     """
     try:
-        _, hyperparams, _ = preprocess(spec)
-        algorithm_class(spec.algo)(env=None, seed=spec.seed, _init_setup_model=False, **hyperparams)
+        preprocess(spec)
     except Exception as error:
         raise StudyError(
             f"--hyperparams: the hyperparameters of {spec.method} on {spec.env_id} are not valid: "

@@ -12,14 +12,15 @@ The paper's metrics and rliable's aggregates, as pure functions of the run resul
   of normalised scores.
 """
 
-import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+#: Number of last training episodes whose mean return is a run's score (the paper's Table 1 rule).
+SCORE_EPISODES = 100
 #: Statuses whose score counts. A diverged run (non-finite loss) is scored on its episodes before the divergence.
 SCORED_STATUSES = ("ok", "diverged")
 #: rliable aggregate metrics reported, in order.
@@ -64,7 +65,8 @@ def normalization_constants(results: Sequence[dict[str, Any]], random_scores: di
     constants = {}
     for env_id, random_score in random_scores.items():
         scored = [result for result in results if result["config"]["env_id"] == env_id and is_scored(result)]
-        candidates = [result for result in scored if result["config"]["algo"] == "ppo_variant"] or scored
+        # Objective configurations are the runs with an ``objective`` hyperparameter (baselines have none).
+        candidates = [result for result in scored if "objective" in result["config"]["hyperparams"]] or scored
         if candidates:
             best = max(candidates, key=lambda result: result["score"])
             constants[env_id] = Normalization(random_score, float(best["score"]), best["run_id"])
@@ -145,22 +147,23 @@ def summarize(results: Sequence[dict[str, Any]], constants: dict[str, Normalizat
     return summaries
 
 
-@contextlib.contextmanager
-def numpy_global_seed(seed: int) -> Iterator[None]:
+def _interval_estimates(scores: dict[str, np.ndarray], aggregate: Any, reps: int, seed: int, confidence: float) -> Any:
     """
-    Seed NumPy's global generator for the duration (and restore its state afterwards): rliable's stratified bootstrap
-    draws its resampling indices from ``np.random`` directly, whatever ``random_state`` it is given.
+    rliable's stratified-bootstrap interval estimates, reproducible: rliable draws its resampling indices from NumPy's
+    global generator whatever ``random_state`` it is given, so the generator is seeded for the call and restored.
     """
+    from rliable import library  # imported on use: it pulls in arch and scipy
+
     state = np.random.get_state()
     np.random.seed(seed)
     try:
-        yield
+        return library.get_interval_estimates(scores, aggregate, reps=reps, confidence_interval_size=confidence)
     finally:
         np.random.set_state(state)
 
 
 def _aggregates(scores: np.ndarray) -> np.ndarray:
-    from rliable import metrics  # imported on use: it pulls in arch and scipy
+    from rliable import metrics
 
     return np.array([metrics.aggregate_iqm(scores), metrics.aggregate_mean(scores), metrics.aggregate_optimality_gap(scores)])
 
@@ -177,13 +180,10 @@ def aggregate_intervals(
     :param confidence: coverage of the intervals
     :return: per method, per metric name: (point estimate, lower, upper)
     """
-    from rliable import library
-
     usable = {method: matrix for method, matrix in matrices.items() if matrix.size > 0}
     if not usable:
         return {}
-    with numpy_global_seed(seed):
-        points, intervals = library.get_interval_estimates(usable, _aggregates, reps=reps, confidence_interval_size=confidence)
+    points, intervals = _interval_estimates(usable, _aggregates, reps, seed, confidence)
     return {
         method: {
             name: (float(points[method][index]), float(intervals[method][0, index]), float(intervals[method][1, index]))
@@ -203,8 +203,6 @@ def curve_band(
         episode are dropped
     :return: timesteps, mean, lower, upper
     """
-    from rliable import library
-
     timesteps = np.asarray(curves[0]["timesteps"], dtype=float)
     values = np.array([[np.nan if v is None else v for v in curve["mean_return"]] for curve in curves], dtype=float)
     keep = ~np.isnan(values).any(axis=0)
@@ -213,13 +211,9 @@ def curve_band(
         empty = np.empty(0)
         return empty, empty, empty, empty
     # rliable's layout: (runs, tasks, points) with a single task; the aggregate is the mean over runs at each point.
-    with numpy_global_seed(seed):
-        points, intervals = library.get_interval_estimates(
-            {"curve": values[:, None, :]},
-            lambda scores: scores.mean(axis=(0, 1)),
-            reps=reps,
-            confidence_interval_size=confidence,
-        )
+    points, intervals = _interval_estimates(
+        {"curve": values[:, None, :]}, lambda scores: scores.mean(axis=(0, 1)), reps, seed, confidence
+    )
     return timesteps, points["curve"], intervals["curve"][0], intervals["curve"][1]
 
 

@@ -1,6 +1,7 @@
 """
-The study's report, rebuilt from the result files alone (``--report-only`` calls only this): ``runs.csv``,
-``summary.json``, ``report.md`` with the Table-1-style table beside the paper's published scores, and the plots.
+The study's report, rebuilt from the result files and the cached random-policy scores alone (``--report-only`` calls
+only this; it runs no environment): ``runs.csv``, ``summary.json``, ``report.md`` with the Table-1-style table beside
+the paper's published scores, and the plots.
 """
 
 import csv
@@ -17,10 +18,10 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 from sb3_ppo_variants.atomic import atomic_write_text
-from sb3_ppo_variants.compare import plots, storage
-from sb3_ppo_variants.compare.hyperparams import VARIANT_ONLY_KEYS
+from sb3_ppo_variants.compare import storage
 from sb3_ppo_variants.compare.metrics import (
     AGGREGATE_METRICS,
+    SCORE_EPISODES,
     MethodSummary,
     Normalization,
     aggregate_intervals,
@@ -29,32 +30,13 @@ from sb3_ppo_variants.compare.metrics import (
     normalized_score,
     summarize,
 )
-from sb3_ppo_variants.compare.runner import SCORE_EPISODES
-from sb3_ppo_variants.compare.specs import VARIANT_ALGO, Method, StudyError, parse_method
+from sb3_ppo_variants.compare.specs import Method, StudyError, parse_method
 
 PAPER_SCORES_FILE = Path(__file__).with_name("paper_scores.json")
 #: Columns of runs.csv.
-CSV_COLUMNS = (
-    "run_id",
-    "env_id",
-    "method",
-    "algo",
-    "seed",
-    "timesteps",
-    "num_timesteps",
-    "status",
-    "score",
-    "score_episodes",
-    "normalized_score",
-    "random_score",
-    "best_score",
-    "eval_mean",
-    "eval_std",
-    "final_kl_coef",
-    "wall_time",
-    "steps_per_second",
-    "host",
-    "fingerprint",
+CSV_COLUMNS = tuple(
+    "run_id env_id method algo seed timesteps num_timesteps status score score_episodes normalized_score random_score "
+    "best_score eval_mean eval_std final_kl_coef wall_time steps_per_second host fingerprint".split()
 )
 #: Headings that open and close the report's tables (what the terminal summary shows).
 TABLES_HEADING = "## Average normalised score (Table 1 of the paper)"
@@ -66,12 +48,13 @@ def paper_scores() -> dict[str, Any]:
     return json.loads(PAPER_SCORES_FILE.read_text())
 
 
-def method_of(label: str, algo: str) -> Method:
+def method_of(result: dict[str, Any]) -> Method:
     """The :class:`Method` of a stored result (an objective registered in another process keeps its bare name)."""
-    if algo != VARIANT_ALGO:
+    label, algo = result["config"]["method"], result["config"]["algo"]
+    if "objective" not in result["config"]["hyperparams"]:
         return Method(label=label, algo=algo)
     try:
-        return parse_method(label)
+        return parse_method(label, algo)
     except StudyError:
         return Method(label=label, algo=algo, objective=label.split(":")[0])
 
@@ -129,35 +112,28 @@ def _csv(results: Sequence[dict[str, Any]], constants: dict[str, Normalization])
     return buffer.getvalue()
 
 
-def _random_entries(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per env, the env settings of the study (from an objective run's hyperparameters) for the random policy."""
-    entries: dict[str, dict[str, Any]] = {}
-    for result in sorted(results, key=lambda result: result["config"]["algo"] != VARIANT_ALGO):
-        config = result["config"]
-        hyperparams = {key: value for key, value in config["hyperparams"].items() if key not in VARIANT_ONLY_KEYS}
-        entries.setdefault(config["env_id"], hyperparams)
-    return entries
+def random_policy(out: Path) -> dict[str, dict[str, Any]]:
+    """The cached random-policy measurements of the study folder by env id (written by the study before its runs)."""
+    measurements = (storage.read_json(path) for path in sorted((out / storage.RANDOM).rglob("*.json")))
+    return {measured["env_id"]: measured for measured in measurements}
 
 
-def write_report(out: Path, bootstrap_reps: int = 10_000, random_episodes: int | None = None, seed: int = 0) -> Path:
+def write_report(out: Path, bootstrap_reps: int = 10_000, seed: int = 0) -> Path:
     """
-    Rebuild every report file of the study folder from its result files.
+    Rebuild every report file of the study folder from its result files and cached random-policy scores. An env without
+    a random-policy score is not normalised.
 
     :param out: study folder
     :param bootstrap_reps: bootstrap resamples of the confidence intervals
-    :param random_episodes: episodes of the random-policy measurement if an env's is not cached yet (``None``: the
-        default); a cached measurement is used whatever its number of episodes
     :param seed: bootstrap seed
     :return: path of ``report.md``
     """
-    from sb3_ppo_variants.compare.study import random_scores
-
     out = Path(out)
     results = sorted(storage.load_results(out), key=lambda result: result["run_id"])
-    random = random_scores(out, _random_entries(results), random_episodes)
-    constants = normalization_constants(results, random)
+    random = random_policy(out)
+    constants = normalization_constants(results, {env_id: float(measured["mean"]) for env_id, measured in random.items()})
     summaries = summarize(results, constants)
-    methods = sorted((method_of(label, _algo(results, label)) for label in summaries), key=Method.sort_key)
+    methods = sorted({result["config"]["method"]: method_of(result) for result in results}.values(), key=Method.sort_key)
     envs = sorted({result["config"]["env_id"] for result in results})
     aggregates = aggregate_intervals(
         {method.label: summaries[method.label].matrix(envs) for method in methods}, reps=bootstrap_reps, seed=seed
@@ -168,7 +144,7 @@ def write_report(out: Path, bootstrap_reps: int = 10_000, random_episodes: int |
     figures = _write_plots(out, results, envs, methods, summaries, aggregates, published, bootstrap_reps)
     summary = _summary(envs, methods, summaries, constants, aggregates, published)
     storage.write_json(out / "summary.json", summary)
-    markdown = _markdown(out, results, envs, methods, summaries, constants, aggregates, published, figures)
+    markdown = _markdown(out, results, envs, methods, summaries, constants, aggregates, published, figures, random)
     return atomic_write_text(out / "report.md", markdown)
 
 
@@ -187,10 +163,6 @@ def print_tables(report: Path, console: Console) -> None:
     console.print(Markdown(text[start : end if end >= 0 else len(text)]))
 
 
-def _algo(results: Sequence[dict[str, Any]], label: str) -> str:
-    return next(result["config"]["algo"] for result in results if result["config"]["method"] == label)
-
-
 def _write_plots(
     out: Path,
     results: Sequence[dict[str, Any]],
@@ -204,6 +176,8 @@ def _write_plots(
     """Write the PNGs; return their paths relative to ``out``."""
     if not results:
         return []
+    from sb3_ppo_variants.compare import plots  # matplotlib: imported when there is something to plot
+
     colors = plots.method_colors(methods)
     # A study folder may mix budgets on an env (e.g. a seed added later with another budget): plot the most common
     # (budget, curve points) of each env, so every averaged curve shares its x values.
@@ -300,6 +274,7 @@ def _markdown(
     aggregates: dict[str, dict[str, tuple[float, float, float]]],
     published: dict[str, Any],
     figures: Sequence[str],
+    random: dict[str, dict[str, Any]],
 ) -> str:
     study_file = out / storage.STUDY
     history = storage.read_json(study_file)["commands"] if study_file.is_file() else []
@@ -365,46 +340,36 @@ def _markdown(
         f"Score (mean return of the last {SCORE_EPISODES} training episodes), mean ± std over seeds.",
         "",
     ]
-    rows = [
-        [f"`{method.label}`", *(_mean_std(summaries[method.label].per_env(summaries[method.label].raw, env)) for env in envs)]
-        for method in methods
-    ]
-    rows.append(["random policy (= 0)", *(_return(constants[env].random) if env in constants else "—" for env in envs)])
-    rows.append(["best run (= 1)", *(_return(constants[env].best) if env in constants else "—" for env in envs)])
+
+    def env_rows(values: str, cell: Any) -> list[list[str]]:
+        """One row per method: ``cell`` of the method's ``values`` (raw, normalized, evaluation) on each env."""
+        summary = {method.label: summaries[method.label] for method in methods}
+        return [
+            [f"`{label}`", *(cell(summary[label].per_env(getattr(summary[label], values), env)) for env in envs)]
+            for label in summary
+        ]
+
+    scores = env_rows("raw", _mean_std)
+    scores.append(["random policy (= 0)", *(_return(constants[env].random) if env in constants else "—" for env in envs)])
+    scores.append(["best run (= 1)", *(_return(constants[env].best) if env in constants else "—" for env in envs)])
     if any(env.split("-v")[0] in figure3 for env in envs):
-        rows.append(
+        scores.append(
             ["paper Fig. 3, clip, 1M steps (≈, v1 tasks)", *(str(figure3.get(env.split("-v")[0], "—")) for env in envs)]
         )
-    lines += [*_table(["Method", *envs], rows), ""]
-
-    lines += ["Normalised score, mean over seeds.", ""]
-    rows = [
-        [
-            f"`{method.label}`",
-            *(_number(_mean(summaries[method.label].per_env(summaries[method.label].normalized, env))) for env in envs),
-        ]
-        for method in methods
-    ]
-    lines += [*_table(["Method", *envs], rows), ""]
-
+    lines += [*_table(["Method", *envs], scores), "", "Normalised score, mean over seeds.", ""]
+    lines += [*_table(["Method", *envs], env_rows("normalized", lambda values: _number(_mean(values)))), ""]
     lines += [
         "Final deterministic evaluation: mean return of the evaluation episodes after training (with the observation "
         "normalisation, if any, frozen), mean ± std over seeds.",
         "",
+        *_table(["Method", *envs], env_rows("evaluation", _mean_std)),
+        "",
     ]
-    rows = [
-        [
-            f"`{method.label}`",
-            *(_mean_std(summaries[method.label].per_env(summaries[method.label].evaluation, env)) for env in envs),
-        ]
-        for method in methods
-    ]
-    lines += [*_table(["Method", *envs], rows), ""]
 
     if figures:
         lines += [PLOTS_HEADING, ""]
         lines += [f"![{Path(figure).stem}]({figure})" for figure in figures] + [""]
-    lines += _notes(results, summaries, methods, constants)
+    lines += _notes(results, summaries, methods, constants, random)
     return "\n".join(lines)
 
 
@@ -454,11 +419,16 @@ def _notes(
     summaries: dict[str, MethodSummary],
     methods: Sequence[Method],
     constants: dict[str, Normalization],
+    random: dict[str, dict[str, Any]],
 ) -> list[str]:
     lines = ["## Notes", ""]
     invalid = [env for env, value in constants.items() if not value.valid]
     if invalid:
         lines += [f"- No run beat the random policy on {', '.join(invalid)}: not normalised (left out of the table).", ""]
+    unmeasured = sorted({result["config"]["env_id"] for result in results} - set(random))
+    if unmeasured:
+        lines += [f"- No random-policy score for {', '.join(unmeasured)} (rerun the study command): not normalised.", ""]
+    episodes = " / ".join(str(count) for count in sorted({int(measured["episodes"]) for measured in random.values()}))
     for method in methods:
         summary = summaries[method.label]
         if summary.diverged:
@@ -472,7 +442,7 @@ def _notes(
     if short:
         lines.append(f"- {len(short)} run(s) finished fewer than {SCORE_EPISODES} episodes; scored on all of them.")
     lines += [
-        "- Normalisation constants per env: random policy = mean return of 100 uniformly random episodes "
+        f"- Normalisation constants per env: random policy = mean return of {episodes} uniformly random episodes "
         "(`random_policy/<env>.json`); best = best single run among the objective configurations (`summary.json`).",
         "- Per-run results (config, learning curve, metrics, versions, wall time): `runs/<env>/<method>/seed_<n>.json`; "
         "all runs: `runs.csv`.",

@@ -4,6 +4,7 @@ run's :class:`~sb3_ppo_variants.compare.specs.RunSpec`, or env settings and a se
 dicts, so they run the same in a local worker process or as a Ray task on another machine.
 """
 
+import importlib
 import math
 import platform
 import socket
@@ -18,12 +19,12 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import sync_envs_normalization
 
-from sb3_ppo_variants.compare.hyperparams import algorithm_class, make_envs, preprocess
+from sb3_ppo_variants.compare.hyperparams import make_envs, preprocess
+from sb3_ppo_variants.compare.metrics import SCORE_EPISODES
 from sb3_ppo_variants.compare.specs import RunSpec
 from sb3_ppo_variants.update_stats import NonFiniteLossError
+from sb3_ppo_variants.zoo.adapter import algorithm_class
 
-#: Number of last training episodes whose mean return is a run's score (the paper's Table 1 rule).
-SCORE_EPISODES = 100
 #: Result format version, stored in every result file.
 RESULT_SCHEMA = 1
 
@@ -32,26 +33,20 @@ Reporter = Callable[[str, int], None]
 
 
 def versions() -> dict[str, str]:
-    """Versions of the packages a result depends on."""
-    import gymnasium
-    import stable_baselines3
-
-    import sb3_ppo_variants
-
-    found = {
-        "sb3_ppo_variants": sb3_ppo_variants.__version__,
-        "stable_baselines3": stable_baselines3.__version__,
-        "gymnasium": gymnasium.__version__,
-        "torch": th.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-    for module in ("sb3_contrib", "rl_zoo3", "mujoco"):
+    """Versions of Python and of the installed packages a result depends on."""
+    found = {"python": platform.python_version()}
+    for module in ("sb3_ppo_variants", "stable_baselines3", "gymnasium", "torch", "numpy", "sb3_contrib", "rl_zoo3", "mujoco"):
         try:
-            found[module] = __import__(module).__version__
+            found[module] = importlib.import_module(module).__version__
         except (ImportError, AttributeError):
             pass
     return found
+
+
+def _import_gym_packages(spec: RunSpec) -> None:
+    """Register the run's envs in this process (a worker starts from a clean interpreter), as rl-zoo does."""
+    for module in spec.gym_packages:
+        importlib.import_module(module)
 
 
 def mean_of_last(returns: list[float], count: int = SCORE_EPISODES) -> float | None:
@@ -138,6 +133,7 @@ def train_run(spec: RunSpec | dict[str, Any], reporter: Reporter | None = None) 
     recorder = EpisodeRecorder(spec.run_id, reporter)
     model = env = eval_env = None
     try:
+        _import_gym_packages(spec)
         manager, hyperparams, callbacks = preprocess(spec)
         env = make_envs(manager, manager.n_envs)
         eval_env = make_envs(manager, 1, evaluation=True)
@@ -194,6 +190,7 @@ def measure_random_policy(spec: RunSpec, episodes: int = 100, max_steps: int = 1
     :param max_steps: give up (error) if the episodes take more steps than this (an env that never ends)
     :return: ``{"mean", "std", "episodes", "returns", "seed", "versions"}``
     """
+    _import_gym_packages(spec)
     manager, _, _ = preprocess(spec)
     env = make_envs(manager, 1, evaluation=True)
     env.action_space.seed(spec.seed)

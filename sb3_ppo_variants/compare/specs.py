@@ -5,6 +5,7 @@ result so a rerun can skip it.
 """
 
 import hashlib
+import importlib
 import json
 import math
 import re
@@ -28,14 +29,9 @@ PAPER_TITLES = {
     "adaptive_kl": "Adaptive KL",
     "fixed_kl": "Fixed KL",
 }
-#: Baseline algorithms (``--baselines``): name → (rl_zoo3 algorithm key, display name).
-BASELINES: dict[str, str] = {
-    "ppo": "SB3 PPO",
-    "trpo": "TRPO (sb3-contrib)",
-    "a2c": "A2C (SB3)",
-}
-#: Algorithm key of the PPOVariant runs.
-VARIANT_ALGO = "ppo_variant"
+#: Modules a study needs (the ``compare`` extra), imported before anything runs so a missing one is named at once.
+REQUIRED_MODULES = ("rl_zoo3", "optuna", "yaml", "rich", "rliable", "arch", "matplotlib")
+INSTALL_HINT = "pip install 'sb3-ppo-variants[compare]'"
 
 _NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
 _SPEC_VALUE = re.compile(rf"^(?:lin_)?{_NUMBER}$")
@@ -45,14 +41,28 @@ class StudyError(ValueError):
     """Bad study input (unknown env, objective spec or preset, bad budget, ...), raised before any run starts."""
 
 
+def check_requirements(ray: bool = False) -> None:
+    """
+    Import every package a study needs (and Ray if it runs on a cluster), so that a missing one stops the study before
+    any run, with the extra that installs it. (arch is imported by rliable only when it computes intervals.)
+
+    :raises StudyError: naming the missing module and the extra
+    """
+    for module in (*REQUIRED_MODULES, *(("ray", "ray.util.queue") if ray else ())):
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise StudyError(f"the comparison study needs {module!r} ({error}): {INSTALL_HINT}") from None
+
+
 @dataclass(frozen=True)
 class Method:
     """
     One row of the comparison table.
 
     :param label: canonical spec (``clip:0.2``, ``none``) or baseline name (``trpo``)
-    :param algo: ``"ppo_variant"`` for objective configurations, else the baseline's rl_zoo3 algorithm key
-    :param objective: objective name for PPOVariant rows, ``None`` for baselines
+    :param algo: rl-zoo algorithm key: the variant's (``ppo_variant``) for objective configurations, else the baseline's
+    :param objective: objective name for objective configurations, ``None`` for baselines
     :param value: the spec value (a number or an rl-zoo ``lin_<start>`` string); ``None`` keeps the hyperparameter file's
     """
 
@@ -63,7 +73,7 @@ class Method:
 
     @property
     def is_baseline(self) -> bool:
-        return self.algo != VARIANT_ALGO
+        return self.objective is None
 
     @property
     def family(self) -> str:
@@ -71,16 +81,12 @@ class Method:
         return self.objective if self.objective is not None else "baseline"
 
     @property
-    def directory(self) -> str:
-        """File-system safe name of the method's result folder."""
-        return self.label.replace(":", "_")
-
-    @property
     def title(self) -> str:
         """Paper-style row title, e.g. ``Clipping, ε = 0.2``."""
-        if self.is_baseline:
-            return BASELINES[self.label]
-        assert self.objective is not None
+        if self.objective is None:
+            from sb3_ppo_variants.zoo.adapter import ALGOS
+
+            return ALGOS[self.label].title if self.label in ALGOS else self.label
         title = PAPER_TITLES.get(self.objective, self.objective)
         if self.value is None or self.objective not in SPEC_PARAMETERS:
             return title
@@ -91,7 +97,14 @@ class Method:
         """The paper's row order (none, clip, adaptive KL, fixed KL, other objectives), then the baselines."""
         families = ["none", "clip", "adaptive_kl", "fixed_kl"]
         if self.is_baseline:
-            return (len(families) + 1, "", float(list(BASELINES).index(self.label)), self.label)
+            from sb3_ppo_variants.zoo.adapter import ALGOS
+
+            return (
+                len(families) + 1,
+                "",
+                float(list(ALGOS).index(self.label) if self.label in ALGOS else len(ALGOS)),
+                self.label,
+            )
         rank = families.index(self.family) if self.family in families else len(families)
         number = -math.inf if self.value is None else float(str(self.value).removeprefix("lin_"))
         return (rank, self.family, number, str(self.value))
@@ -103,14 +116,16 @@ def _format_value(text: str) -> str:
     return f"{prefix}{float(text.removeprefix('lin_')):g}"
 
 
-def parse_method(spec: str) -> Method:
+def parse_method(spec: str, algo: str = "ppo_variant") -> Method:
     """
     Parse an objective spec ``name[:value]``: ``clip:0.2``, ``adaptive_kl:0.01``, ``fixed_kl:1``, ``none``.
 
     The value sets ε for ``clip``, d_targ for ``adaptive_kl`` and β for ``fixed_kl``; ``clip`` and ``adaptive_kl``
     also accept an rl-zoo linear schedule ``lin_<start>``. Without a value the hyperparameter file's setting (or
-    PPOVariant's default) is kept.
+    algorithm's default) is kept.
 
+    :param spec: the objective spec
+    :param algo: the variant's rl-zoo key (``--algo``)
     :raises StudyError: unknown name or bad value, naming the accepted ones
     """
     if not isinstance(spec, str) or not spec.strip():
@@ -122,7 +137,7 @@ def parse_method(spec: str) -> Method:
             "(format name[:value], e.g. clip:0.2, adaptive_kl:0.01, fixed_kl:1, none)"
         )
     if not value:
-        return Method(label=name, algo=VARIANT_ALGO, objective=name)
+        return Method(label=name, algo=algo, objective=name)
     if name not in SPEC_PARAMETERS:
         raise StudyError(f"--objectives: objective {name!r} takes no value, got spec {spec!r}")
     parameter = SPEC_PARAMETERS[name][0]
@@ -134,20 +149,22 @@ def parse_method(spec: str) -> Method:
         raise StudyError(f"--objectives: the value of {spec!r} ({parameter}) must be a finite number > 0, got {value!r}")
     text = _format_value(value)
     parsed: float | str = text if text.startswith("lin_") else float(text)
-    return Method(label=f"{name}:{text}", algo=VARIANT_ALGO, objective=name, value=parsed)
+    return Method(label=f"{name}:{text}", algo=algo, objective=name, value=parsed)
 
 
-def parse_baselines(names: list[str]) -> list[Method]:
+def parse_baselines(names: list[str], algo: str = "ppo_variant") -> list[Method]:
     """
-    Baseline methods from ``--baselines`` (an empty list means all of them).
+    Baseline methods from ``--baselines``: the algorithms registered for the variant ``algo`` (an empty list: all).
 
-    :raises StudyError: an unknown baseline name
+    :raises StudyError: a name that is not one of them
     """
-    chosen = names or list(BASELINES)
-    for name in chosen:
-        if name not in BASELINES:
-            raise StudyError(f"--baselines: unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
-    return [Method(label=name, algo=name) for name in dict.fromkeys(chosen)]
+    from sb3_ppo_variants.zoo.adapter import ALGOS
+
+    accepted = ALGOS[algo].baselines
+    for name in names:
+        if name not in accepted:
+            raise StudyError(f"--baselines: unknown baseline {name!r} for --algo {algo}; choose from {', '.join(accepted)}")
+    return [Method(label=name, algo=name) for name in dict.fromkeys(names or accepted)]
 
 
 @dataclass
@@ -157,13 +174,14 @@ class RunSpec:
 
     :param env_id: Gymnasium id
     :param method: the method's label (see :class:`Method`)
-    :param algo: ``"ppo_variant"``, ``"ppo"``, ``"trpo"`` or ``"a2c"``
+    :param algo: rl-zoo algorithm key (``ppo_variant``, ``ppo``, ``trpo``, ``a2c``...)
     :param seed: seed of the model and the environments
     :param timesteps: training budget in environment steps
     :param hyperparams: rl-zoo-style hyperparameters as read from YAML (schedules as ``lin_`` strings, ``policy_kwargs``
         as a string...), with the method's settings applied; converted by rl_zoo3 in the worker
     :param eval_episodes: episodes of the final deterministic evaluation
     :param curve_points: points of the stored learning curve
+    :param gym_packages: modules to import for the env to be registered (``--gym-packages``, ``module:EnvId``)
     """
 
     env_id: str
@@ -174,6 +192,7 @@ class RunSpec:
     hyperparams: dict[str, Any] = field(default_factory=dict)
     eval_episodes: int = 10
     curve_points: int = 100
+    gym_packages: list[str] = field(default_factory=list)
 
     @property
     def run_id(self) -> str:
@@ -185,7 +204,10 @@ class RunSpec:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.gym_packages:  # left out so that results of runs without them keep their fingerprint
+            del data["gym_packages"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunSpec":

@@ -3,7 +3,6 @@ A comparison study: check the input, plan the grid envs × methods × seeds, ski
 folder, execute the others (local pool or Ray), save each result as it arrives, then write the report.
 """
 
-import difflib
 import math
 import os
 import shlex
@@ -16,11 +15,20 @@ from typing import Any
 from rich.console import Console
 
 from sb3_ppo_variants.compare import storage
-from sb3_ppo_variants.compare.backends import Backend, LocalPool, RayCluster, RunLost
+from sb3_ppo_variants.compare.execution import LocalPool, RayCluster, RunLost, execute
 from sb3_ppo_variants.compare.hyperparams import check_hyperparams, method_hyperparams, read_entry, resolve_hyperparams_file
 from sb3_ppo_variants.compare.progress import GridProgress
+from sb3_ppo_variants.compare.report import print_tables, write_report
 from sb3_ppo_variants.compare.runner import measure_random_policy, versions
-from sb3_ppo_variants.compare.specs import VARIANT_ALGO, Method, RunSpec, StudyError, parse_baselines, parse_method
+from sb3_ppo_variants.compare.specs import (
+    Method,
+    RunSpec,
+    StudyError,
+    check_requirements,
+    parse_baselines,
+    parse_method,
+)
+from sb3_ppo_variants.zoo.adapter import ZooConfigError, check_env_id, variant_keys
 
 #: Seed of the random-policy measurement (the same for every env and study).
 RANDOM_POLICY_SEED = 0
@@ -34,12 +42,16 @@ class StudyConfig:
     Settings of a study (the CLI flags, after the preset is applied).
 
     :param out: study folder
-    :param envs: Gymnasium ids
+    :param envs: Gymnasium ids, or ``module:EnvId`` (gymnasium's form: ``module`` is imported first)
     :param objectives: objective specs (``clip:0.2``...)
     :param seeds: number of seeds (0 .. seeds-1)
     :param timesteps: budget per run; ``None``: each env's ``n_timesteps`` from the hyperparameter file
     :param hyperparams: rl-zoo-style YAML (path or ``rl_zoo3:<algo>``); ``None``: the algorithms' defaults
     :param baselines: baseline algorithms to add (``ppo``, ``trpo``, ``a2c``); ``None``: none
+    :param algo: the variant whose objectives are compared (rl-zoo key, see :mod:`sb3_ppo_variants.zoo.adapter`)
+    :param gym_packages: modules to import so that the envs are registered (rl-zoo's ``--gym-packages``)
+    :param env_kwargs: keyword arguments of every env, over the hyperparameter file's ``env_kwargs``
+    :param overrides: hyperparameters set over every env's entry of the file (a preset's)
     :param workers: local processes in parallel
     :param ray_address: run on this Ray cluster instead of locally
     :param eval_episodes: episodes of the final deterministic evaluation
@@ -59,6 +71,10 @@ class StudyConfig:
     timesteps: int | None = None
     hyperparams: str | None = None
     baselines: list[str] | None = None
+    algo: str = "ppo_variant"
+    gym_packages: list[str] = field(default_factory=list)
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
     workers: int = 1
     ray_address: str | None = None
     eval_episodes: int = 10
@@ -81,6 +97,7 @@ class Plan:
     specs: list[RunSpec]
     entries: dict[str, dict[str, Any]]
     hyperparams_file: Path | None
+    gym_packages: list[str] = field(default_factory=list)
 
 
 def _positive_integer(flag: str, value: Any) -> int:
@@ -91,18 +108,22 @@ def _positive_integer(flag: str, value: Any) -> int:
     return int(value)
 
 
-def check_env(env_id: str) -> None:
+def _env_ids(config: StudyConfig) -> tuple[list[str], list[str]]:
     """
-    :raises StudyError: ``env_id`` is not registered in Gymnasium (with the closest registered ids)
-    """
-    import gymnasium
-    import rl_zoo3.import_envs  # noqa: F401 (registers the extra envs rl-zoo knows, as rl_zoo3.train does)
+    The registered ids of ``config.envs`` and the modules a worker imports to register them: ``--gym-packages`` and the
+    module of each ``module:EnvId``.
 
-    if env_id in gymnasium.registry:
-        return
-    close = difflib.get_close_matches(env_id, list(gymnasium.registry), n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry() for the registered ones"
-    raise StudyError(f"--envs: unknown environment {env_id!r}{hint}")
+    :raises StudyError: a module that cannot be imported, or an unknown id
+    """
+    packages = list(config.gym_packages)
+    env_ids = []
+    for env_id in config.envs:
+        try:
+            env_ids.append(check_env_id(env_id, config.gym_packages, flag="--envs"))
+        except ZooConfigError as error:
+            raise StudyError(str(error)) from None
+        packages += [env_id.rpartition(":")[0]] if ":" in env_id else []
+    return list(dict.fromkeys(env_ids)), list(dict.fromkeys(packages))
 
 
 def plan_study(config: StudyConfig) -> Plan:
@@ -122,17 +143,23 @@ def plan_study(config: StudyConfig) -> Plan:
         _positive_integer(flag, value)
     if config.timesteps is not None:
         _positive_integer("--timesteps", config.timesteps)
+    if config.algo not in variant_keys():
+        raise StudyError(f"--algo: unknown algorithm {config.algo!r}; choose one of {', '.join(variant_keys())}")
     if not config.envs:
         raise StudyError("--envs: no environment given (or use --preset)")
     if not config.objectives and config.baselines is None:
         raise StudyError("--objectives: no objective spec given (e.g. clip:0.2 adaptive_kl:0.01 fixed_kl:1 none)")
-    for env_id in config.envs:
-        check_env(env_id)
-    methods = list({method.label: method for method in map(parse_method, config.objectives)}.values())
+    env_ids, gym_packages = _env_ids(config)
+    methods = list(
+        {method.label: method for method in (parse_method(spec, config.algo) for spec in config.objectives)}.values()
+    )
     if config.baselines is not None:
-        methods += parse_baselines(config.baselines)
+        methods += parse_baselines(config.baselines, config.algo)
     hyperparams_file = resolve_hyperparams_file(config.hyperparams)
-    entries = {env_id: read_entry(hyperparams_file, env_id) for env_id in dict.fromkeys(config.envs)}
+    entries = {env_id: {**read_entry(hyperparams_file, env_id), **config.overrides} for env_id in env_ids}
+    for entry in entries.values():
+        if config.env_kwargs:
+            entry["env_kwargs"] = {**entry.get("env_kwargs", {}), **config.env_kwargs}
 
     specs = []
     # Seed-major order: the first seed of every (env, method) finishes first, so a partial study is already a table.
@@ -143,26 +170,14 @@ def plan_study(config: StudyConfig) -> Plan:
                 raise StudyError(f"--timesteps is required: the hyperparameters of {env_id} have no n_timesteps")
             timesteps = _positive_integer(f"--timesteps (n_timesteps of {env_id})", timesteps)
             for method in methods:
+                hyperparams = method_hyperparams(entry, method, env_id, config.algo)
                 specs.append(
-                    RunSpec(
-                        env_id=env_id,
-                        method=method.label,
-                        algo=method.algo,
-                        seed=seed,
-                        timesteps=timesteps,
-                        hyperparams=method_hyperparams(entry, method, env_id),
-                        eval_episodes=config.eval_episodes,
-                        curve_points=config.curve_points,
-                    )
-                )
+                    RunSpec(env_id, method.label, method.algo, seed, timesteps, hyperparams, config.eval_episodes,
+                            config.curve_points, gym_packages)
+                )  # fmt: skip
     for spec in specs[: len(entries) * len(methods)]:  # hyperparameters do not depend on the seed
         check_hyperparams(spec)
-    return Plan(methods, specs, entries, hyperparams_file)
-
-
-def random_policy_spec(env_id: str, entry: dict[str, Any]) -> RunSpec:
-    """The spec whose env settings the random policy is measured in (the study's entry for the env)."""
-    return RunSpec(env_id=env_id, method="random", algo=VARIANT_ALGO, seed=RANDOM_POLICY_SEED, timesteps=1, hyperparams=entry)
+    return Plan(methods, specs, entries, hyperparams_file, gym_packages)
 
 
 #: Hyperparameters that change the environment the random policy acts in (the rest only concern training).
@@ -170,20 +185,30 @@ ENV_SETTINGS = ("env_kwargs", "env_wrapper", "vec_env_wrapper", "frame_stack", "
 
 
 def random_scores(
-    out: Path, entries: dict[str, dict[str, Any]], episodes: int | None = None, console: Console | None = None
+    out: Path,
+    entries: dict[str, dict[str, Any]],
+    episodes: int | None = None,
+    console: Console | None = None,
+    gym_packages: list[str] | None = None,
+    algo: str = "ppo_variant",
 ) -> dict[str, float]:
     """
-    The random-policy score of each env, measured once and cached in ``<out>/random_policy/<env>.json``; measured
-    again if the env settings changed, or if ``episodes`` is given and differs from the cached measurement's.
+    The random-policy score of each env, measured once and cached in ``<out>/random_policy/<env>.json`` (the report
+    reads it there); measured again if the env settings changed, or if ``episodes`` is given and differs from the
+    cached measurement's.
 
     :param out: study folder
     :param entries: per env, the hyperparameters of the study (their env settings matter)
     :param episodes: number of episodes (``None``: any cached measurement, else :data:`RANDOM_EPISODES`)
     :param console: where to say that a measurement is made
+    :param gym_packages: modules that register the envs
+    :param algo: the study's variant (whose manager reads the env settings)
     """
     scores = {}
     for env_id, entry in entries.items():
         settings = {key: entry[key] for key in ENV_SETTINGS if key in entry}
+        if gym_packages:  # only when given, so that earlier caches stay valid
+            settings["gym_packages"] = gym_packages
         path = storage.random_path(out, env_id)
         if path.is_file():
             cached = storage.read_json(path)
@@ -193,7 +218,8 @@ def random_scores(
         count = episodes or RANDOM_EPISODES
         if console is not None:
             console.print(f"Measuring the random policy on {env_id} ({count} episodes)", soft_wrap=True)
-        measured = measure_random_policy(random_policy_spec(env_id, entry), episodes=count)
+        spec = RunSpec(env_id, "random", algo, RANDOM_POLICY_SEED, 1, entry, gym_packages=gym_packages or [])
+        measured = measure_random_policy(spec, episodes=count)
         measured["env_settings"] = settings
         storage.write_json(path, measured)
         scores[env_id] = measured["mean"]
@@ -209,6 +235,10 @@ def _record_command(config: StudyConfig, plan: Plan) -> None:
             "command": config.command,
             "preset": config.preset,
             "envs": config.envs,
+            "algo": config.algo,
+            "gym_packages": plan.gym_packages,
+            "env_kwargs": config.env_kwargs,
+            "overrides": config.overrides,
             "methods": [method.label for method in plan.methods],
             "seeds": config.seeds,
             "timesteps": sorted({spec.timesteps for spec in plan.specs}),
@@ -245,36 +275,28 @@ def pending_runs(config: StudyConfig, specs: list[RunSpec]) -> list[RunSpec]:
     ]
 
 
-def make_backend(config: StudyConfig) -> Backend:
-    """The local pool, or a connection to the Ray cluster (made now, so a wrong address fails before any run)."""
-    if config.ray_address is None:
-        return LocalPool(config.workers)
-    cluster = RayCluster(config.ray_address)
-    try:
-        cluster.connect()
-    except Exception as error:
-        raise StudyError(f"--ray-address: cannot connect to Ray at {config.ray_address!r}: {error}") from error
-    return cluster
-
-
 def run_study(config: StudyConfig, console: Console | None = None) -> int:
     """
     Run the study and write its report.
 
     :return: 0 if every run of the grid has a result, 1 if some were lost (worker crash): rerun the same command
-    :raises StudyError: bad input, before any run starts
+    :raises StudyError: bad input, a missing package or an unreachable Ray cluster, before any run starts
     """
     console = console or Console()
+    check_requirements(ray=config.ray_address is not None)
     plan = plan_study(config)
     storage.check_writable(config.out)
     todo = pending_runs(config, plan.specs)
-    backend = make_backend(config)
+    backend: LocalPool | RayCluster = LocalPool(config.workers)
+    if config.ray_address is not None:
+        backend = RayCluster(config.ray_address)
+        backend.connect()
     _record_command(config, plan)
-    random_scores(config.out, plan.entries, config.random_episodes, console)
+    random_scores(config.out, plan.entries, config.random_episodes, console, plan.gym_packages, config.algo)
 
     lost = 0
     with GridProgress(todo, skipped=len(plan.specs) - len(todo), console=console) as progress:
-        for spec, outcome in backend.run(todo, progress.update):
+        for spec, outcome in execute(backend, todo, progress.update):
             if isinstance(outcome, RunLost):
                 lost += 1
                 progress.lost(spec, outcome)
@@ -282,9 +304,7 @@ def run_study(config: StudyConfig, console: Console | None = None) -> int:
             storage.save_result(config.out, spec, outcome)
             progress.finished(spec, outcome)
 
-    from sb3_ppo_variants.compare.report import print_tables, write_report
-
-    report = write_report(config.out, bootstrap_reps=config.bootstrap_reps, random_episodes=config.random_episodes)
+    report = write_report(config.out, bootstrap_reps=config.bootstrap_reps)
     print_tables(report, console)
     console.print(f"Report: {report}")
     if lost:

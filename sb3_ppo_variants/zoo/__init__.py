@@ -23,12 +23,12 @@ except ImportError as error:  # pragma: no cover (the zoo extra is installed for
         f"sb3_ppo_variants.zoo needs rl-baselines3-zoo and optuna ({error}): pip install 'sb3-ppo-variants[zoo]'"
     ) from error
 
-from sb3_ppo_variants.ppo_variant import PPOVariant
+from sb3_ppo_variants.zoo.adapter import ALGOS as VARIANT_ALGOS
+from sb3_ppo_variants.zoo.adapter import Algo, ZooConfigError, import_path, register_algo
 from sb3_ppo_variants.zoo.exp_manager import (
     ALGO,
     DEFAULT_HYPERPARAMS_FILE,
     PPOVariantExperimentManager,
-    ZooConfigError,
     accepted_hyperparameters,
 )
 from sb3_ppo_variants.zoo.sampler import sample_ppo_variant_params
@@ -36,28 +36,33 @@ from sb3_ppo_variants.zoo.sampler import sample_ppo_variant_params
 
 def register() -> None:
     """
-    Make ``ppo_variant`` an rl-zoo algorithm in this process (idempotent):
+    Make ``ppo_variant`` (and every algorithm registered with :func:`register_algo`) an rl-zoo algorithm in this
+    process (idempotent):
 
     - ``rl_zoo3.utils.ALGOS["ppo_variant"] = PPOVariant`` (``--algo`` choices, ``enjoy``'s loading);
-    - ``HYPERPARAMS_SAMPLER["ppo_variant"]`` (``-optimize``) and ``HYPERPARAMS_CONVERTER["ppo_variant"]``
+    - for variants, ``HYPERPARAMS_SAMPLER[key]`` (``-optimize``) and ``HYPERPARAMS_CONVERTER[key]``
       (``--trial-id``: rl-zoo's on-policy converter, the objective's parameters pass through unchanged);
     - rl-zoo's ``train`` uses :class:`PPOVariantExperimentManager`, rl-zoo's manager with the shipped default
       hyperparameter file, ``kl_target`` schedules and early checks.
     """
     import rl_zoo3.train
 
-    ALGOS[ALGO] = PPOVariant
-    HYPERPARAMS_SAMPLER[ALGO] = sample_ppo_variant_params
-    HYPERPARAMS_CONVERTER[ALGO] = convert_onpolicy_params
+    for key, algo in VARIANT_ALGOS.items():
+        ALGOS.setdefault(key, algo.load())
+        if algo.sampler is not None:
+            HYPERPARAMS_SAMPLER[key] = import_path(algo.sampler)
+            HYPERPARAMS_CONVERTER[key] = convert_onpolicy_params
     rl_zoo3.train.ExperimentManager = PPOVariantExperimentManager  # type: ignore[misc]
 
 
 __all__ = [
     "ALGO",
     "DEFAULT_HYPERPARAMS_FILE",
+    "Algo",
     "PPOVariantExperimentManager",
     "ZooConfigError",
     "accepted_hyperparameters",
     "register",
+    "register_algo",
     "sample_ppo_variant_params",
 ]

@@ -4,8 +4,6 @@ rl-zoo's ``train`` and ``enjoy`` with ``ppo_variant`` registered. Every rl-zoo a
 """
 
 import argparse
-import difflib
-import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -44,12 +42,8 @@ def check_arguments(command: str, arguments: Sequence[str]) -> None:
     :param arguments: the command's arguments
     :raises ZooConfigError: naming the argument and its value
     """
-    import gymnasium as gym
-    import rl_zoo3.import_envs  # registers rl-zoo's extra envs, as rl-zoo does
-    import rl_zoo3.utils
-    from huggingface_sb3 import EnvironmentName
-
     from sb3_ppo_variants.zoo import ALGO, ZooConfigError
+    from sb3_ppo_variants.zoo.adapter import check_env_id, evaluate_key_values
 
     parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     parser.add_argument("--env", default="CartPole-v1")
@@ -65,27 +59,8 @@ def check_arguments(command: str, arguments: Sequence[str]) -> None:
         return
 
     for flags in DICT_OPTIONS[command]:
-        for item in getattr(known, flags[-1].lstrip("-").replace("-", "_")):
-            key, _, value = item.partition(":")
-            try:
-                eval(value, dict(vars(rl_zoo3.utils)))  # what rl-zoo's StoreDict does
-            except (NameError, SyntaxError) as error:
-                raise ZooConfigError(
-                    f"{flags[-1]} {item}: the value {value!r} is not a Python expression ({error}). rl-zoo evaluates "
-                    f"these values, so quote strings: {key}:\"'{value}'\""
-                ) from None
-
-    for module in known.gym_packages:
-        importlib.import_module(module)
-    gym_id = EnvironmentName(known.env).gym_id
-    if gym_id not in gym.envs.registry:
-        close = difflib.get_close_matches(gym_id, list(gym.envs.registry), n=1)
-        packages = f" after importing {', '.join(known.gym_packages)}" if known.gym_packages else ""
-        raise ZooConfigError(
-            f"--env {known.env}: unknown environment id (not in gymnasium's registry{packages})"
-            + (f"; did you mean {close[0]!r}?" if close else "")
-            + " Envs from other packages need --gym-packages <module>."
-        )
+        evaluate_key_values(flags[-1], getattr(known, flags[-1].lstrip("-").replace("-", "_")))
+    check_env_id(known.env, known.gym_packages)
     # rl-zoo's enjoy downloads missing models from the SB3 hub, which has no ppo_variant models.
     if command == "enjoy" and known.algo == ALGO and not os.path.isdir(os.path.join(known.folder, ALGO)):
         raise ZooConfigError(

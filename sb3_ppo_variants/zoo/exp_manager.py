@@ -4,7 +4,8 @@ rl-zoo's ``ExperimentManager`` with the few additions ``ppo_variant`` needs, eac
 - the default hyperparameter file is the one shipped in this package (rl-zoo looks for ``rl_zoo3/hyperparams/<algo>.yml``);
 - ``kl_target`` accepts rl-zoo's ``lin_<start>`` schedule strings, like ``learning_rate`` and ``clip_range``, and a
   malformed schedule string is reported by name;
-- the hyperparameters are checked against PPOVariant's constructor before rl-zoo creates the run folder or any env;
+- the hyperparameters are checked against the algorithm's constructor before rl-zoo creates the run folder or any env
+  (for the algorithms registered in :mod:`sb3_ppo_variants.zoo.adapter`: the variants and compare's baselines);
 - a run that fails while being set up leaves no half-made run folder;
 - ``-optimize``: workers started together on a new database do not fail creating its tables,
   ``--hyperparams objective:...`` restricts the sampled objectives, each trial records the worker
@@ -33,6 +34,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from sb3_ppo_variants.objectives import check_objective
 from sb3_ppo_variants.ppo_variant import PPOVariant
 from sb3_ppo_variants.update_stats import NonFiniteLossError
+from sb3_ppo_variants.zoo.adapter import ALGOS, ZooConfigError, algorithm_class
 from sb3_ppo_variants.zoo.sampler import OBJECTIVE_CHOICES_ATTR, PAPER_OBJECTIVES
 
 #: Name of the algorithm in rl-zoo (``--algo ppo_variant``).
@@ -57,13 +59,9 @@ ZOO_KEYS = (
 ZOO_CONSTRUCTOR_ARGS = ("env", "tensorboard_log", "seed", "verbose", "device")
 
 
-class ZooConfigError(ValueError):
-    """A bad rl-zoo set-up (hyperparameter, env id, command-line value), found before any run folder or env exists."""
-
-
-def accepted_hyperparameters() -> list[str]:
-    """Hyperparameters PPOVariant accepts from a YAML file or ``--hyperparams``: its constructor's arguments."""
-    parameters = inspect.signature(PPOVariant.__init__).parameters
+def accepted_hyperparameters(algorithm: type = PPOVariant) -> list[str]:
+    """Hyperparameters an algorithm accepts from a YAML file or ``--hyperparams``: its constructor's arguments."""
+    parameters = inspect.signature(algorithm).parameters
     return sorted(name for name in parameters if name not in ("self", "_init_setup_model", *ZOO_CONSTRUCTOR_ARGS))
 
 
@@ -105,8 +103,9 @@ def prepare_storage(storage: str, attempts: int = 10) -> None:
 
 class PPOVariantExperimentManager(ExperimentManager):
     """
-    rl-zoo's experiment manager (same arguments), used by ``python -m sb3_ppo_variants.zoo train``. See the module
-    docstring for what it adds; for other algorithms it only adds the worker attribute of trials, the storage-table
+    rl-zoo's experiment manager (same arguments), used by ``python -m sb3_ppo_variants.zoo train`` and by ``compare``
+    (hyperparameter conversion and check). See the module docstring for what it adds; for unregistered algorithms it
+    only adds the worker attribute of trials, the storage-table
     preparation and the clean-up of a run folder whose set-up failed.
     """
 
@@ -142,7 +141,7 @@ class PPOVariantExperimentManager(ExperimentManager):
     def _preprocess_hyperparams(
         self, hyperparams: dict[str, Any]
     ) -> tuple[dict[str, Any], Callable | None, list[BaseCallback], Callable | None]:
-        if self.algo == ALGO:
+        if self.algo in ALGOS:
             # Schedule strings, checked (rl-zoo converts its own keys afterwards); d_targ's converted here.
             for key in SCHEDULE_KEYS:
                 if isinstance(hyperparams.get(key), str):
@@ -150,7 +149,7 @@ class PPOVariantExperimentManager(ExperimentManager):
                     if key == "kl_target":
                         hyperparams[key] = schedule
         hyperparams, env_wrapper, callbacks, vec_env_wrapper = super()._preprocess_hyperparams(hyperparams)
-        if self.algo == ALGO:
+        if self.algo in ALGOS:
             self.check_hyperparameters(hyperparams)
         return hyperparams, env_wrapper, callbacks, vec_env_wrapper
 
@@ -163,7 +162,8 @@ class PPOVariantExperimentManager(ExperimentManager):
         :raises ZooConfigError: naming the key, the value and the accepted ones
         """
         source = f"{self.config} or --hyperparams"
-        accepted = accepted_hyperparameters()
+        algorithm = algorithm_class(self.algo)
+        accepted = accepted_hyperparameters(algorithm)
         for key in hyperparams:
             if key in ZOO_CONSTRUCTOR_ARGS:
                 raise ZooConfigError(
@@ -173,9 +173,9 @@ class PPOVariantExperimentManager(ExperimentManager):
             if key not in accepted:
                 close = difflib.get_close_matches(key, accepted + list(ZOO_KEYS), n=1)
                 raise ZooConfigError(
-                    f"unknown hyperparameter {key!r} for {ALGO} on {self.env_name.gym_id} (from {source})"
+                    f"unknown hyperparameter {key!r} for {self.algo} on {self.env_name.gym_id} (from {source})"
                     + (f"; did you mean {close[0]!r}?" if close else "")
-                    + f"\nPPOVariant accepts: {', '.join(accepted)}\nrl-zoo also reads: {', '.join(ZOO_KEYS)}"
+                    + f"\n{algorithm.__name__} accepts: {', '.join(accepted)}\nrl-zoo also reads: {', '.join(ZOO_KEYS)}"
                 )
         arguments = dict(hyperparams)
         objective = arguments.get("objective")
@@ -188,7 +188,7 @@ class PPOVariantExperimentManager(ExperimentManager):
             arguments["objective"] = objective[0]
         # The same call rl-zoo makes, minus the env and the network.
         self._raise_config_error(
-            PPOVariant,
+            algorithm,
             env=None,
             tensorboard_log=self.tensorboard_log,
             seed=self.seed,
@@ -203,7 +203,7 @@ class PPOVariantExperimentManager(ExperimentManager):
             check(*args, **kwargs)
         except (TypeError, ValueError) as error:
             raise ZooConfigError(
-                f"invalid hyperparameters for {ALGO} on {self.env_name.gym_id} (from {self.config} or --hyperparams): "
+                f"invalid hyperparameters for {self.algo} on {self.env_name.gym_id} (from {self.config} or --hyperparams): "
                 f"{error}"
             ) from error
 

@@ -1,0 +1,155 @@
+"""
+The one rl-baselines3-zoo adapter of the package, shared by ``zoo/`` (train, enjoy, tuning) and ``compare/``:
+
+- the algorithm registry: rl-zoo keys → classes, and for each variant of this package the baselines that
+  ``compare --baselines`` adds (one :func:`register_algo` call per algorithm);
+- the env id check, after importing ``--gym-packages`` (and the module of gymnasium's ``module:EnvId`` form);
+- rl-zoo's ``key:value`` options (``--hyperparams``, ``--env-kwargs``), evaluated as rl-zoo's ``StoreDict`` does.
+
+The hyperparameter check and the conversion of ``lin_`` schedule strings (``kl_target`` included) are done by
+:class:`~sb3_ppo_variants.zoo.exp_manager.PPOVariantExperimentManager`, which both ``zoo`` and ``compare`` use.
+"""
+
+import difflib
+import importlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+
+class ZooConfigError(ValueError):
+    """A bad rl-zoo set-up (hyperparameter, env id, command-line value), found before any run folder or env exists."""
+
+
+@dataclass(frozen=True)
+class Algo:
+    """
+    An algorithm known to rl-zoo and ``compare``.
+
+    :param key: rl-zoo algorithm key (``--algo``)
+    :param path: ``"module:Class"`` of its class, imported when first needed
+    :param title: display name in reports
+    :param variant: whether it is a PPO variant of this package (it takes ``objective``; ``compare --algo``)
+    :param baselines: for a variant, the algorithms ``compare --baselines`` adds, the one it extends first
+    :param sampler: ``"module:function"``, the Optuna sampler of rl-zoo's ``-optimize`` (variants)
+    """
+
+    key: str
+    path: str
+    title: str
+    variant: bool = False
+    baselines: tuple[str, ...] = ()
+    sampler: str | None = None
+
+    def load(self) -> Any:
+        """The class named by :attr:`path`."""
+        return import_path(self.path)
+
+
+def import_path(path: str) -> Any:
+    """The object named by ``"module:name"``."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+#: Registered algorithms by rl-zoo key.
+ALGOS: dict[str, Algo] = {}
+
+
+def register_algo(algo: Algo) -> None:
+    """Make ``algo`` known to ``zoo.register()`` (rl-zoo's ``--algo``) and ``compare`` (``--algo``, ``--baselines``)."""
+    ALGOS[algo.key] = algo
+
+
+# The variants being written (MaskablePPOVariant, RecurrentPPOVariant...) add one line each here, with their baseline:
+# register_algo(Algo("ppo_mask", "sb3_contrib:MaskablePPO", "MaskablePPO (sb3-contrib)"))
+# register_algo(Algo("ppo_mask_variant", "...:MaskablePPOVariant", "MaskablePPOVariant", True, ("ppo_mask",), ...))
+register_algo(
+    Algo(
+        "ppo_variant",
+        "sb3_ppo_variants.ppo_variant:PPOVariant",
+        "PPOVariant",
+        variant=True,
+        baselines=("ppo", "trpo", "a2c"),
+        sampler="sb3_ppo_variants.zoo.sampler:sample_ppo_variant_params",
+    )
+)
+register_algo(Algo("ppo", "stable_baselines3:PPO", "SB3 PPO"))
+register_algo(Algo("trpo", "sb3_contrib:TRPO", "TRPO (sb3-contrib)"))
+register_algo(Algo("a2c", "stable_baselines3:A2C", "A2C (SB3)"))
+
+
+def variant_keys() -> list[str]:
+    """Keys of the registered variants (``compare --algo`` choices)."""
+    return [key for key, algo in ALGOS.items() if algo.variant]
+
+
+def algorithm_class(key: str) -> type:
+    """The class of an algorithm key: a registered one, else one of rl_zoo3's ``ALGOS``."""
+    if key in ALGOS:
+        return ALGOS[key].load()
+    from rl_zoo3.utils import ALGOS as ZOO_ALGOS
+
+    return ZOO_ALGOS[key]
+
+
+def check_env_id(env_id: str, gym_packages: Iterable[str] = (), flag: str = "--env") -> str:
+    """
+    Import ``gym_packages`` (rl-zoo's ``--gym-packages``) and, for gymnasium's ``module:EnvId`` form, ``module``; then
+    check that the id is registered.
+
+    :param env_id: ``EnvId`` or ``module:EnvId``
+    :param gym_packages: modules that register envs when imported
+    :param flag: the option that gave ``env_id``, for the error message
+    :return: the registered id (``EnvId`` of ``module:EnvId``)
+    :raises ZooConfigError: a module that cannot be imported, or an unknown id (with the closest registered one)
+    """
+    import gymnasium as gym
+    import rl_zoo3.import_envs  # noqa: F401 (registers the extra envs rl-zoo knows, as rl-zoo's train does)
+
+    module, _, name = env_id.rpartition(":")
+    for package, source in [*((package, "--gym-packages") for package in gym_packages), *([(module, flag)] if module else [])]:
+        try:
+            importlib.import_module(package)
+        except ImportError as error:
+            raise ZooConfigError(f"{source} {package}: cannot import the module ({error}); is it installed?") from None
+    if name in gym.envs.registry:
+        return name
+    close = difflib.get_close_matches(name, list(gym.envs.registry), n=1)
+    packages = [*gym_packages, *([module] if module else [])]
+    imported = f" after importing {', '.join(packages)}" if packages else ""
+    raise ZooConfigError(
+        f"{flag} {env_id}: unknown environment id {name!r} (not in gymnasium's registry{imported})"
+        + (f"; did you mean {close[0]!r}?" if close else "")
+        + ". Envs from other packages need --gym-packages <module> (or the id module:EnvId)."
+    )
+
+
+def evaluate_key_values(flag: str, items: Iterable[str]) -> dict[str, Any]:
+    """
+    rl-zoo's ``key:value`` options as its ``StoreDict`` reads them: each value is a Python expression (evaluated with
+    rl_zoo3.utils' names, e.g. ``nn``), so strings must be quoted: ``objective:"'adaptive_kl'"``.
+
+    :param flag: the option, for the error message
+    :param items: its ``key:value`` words
+    :raises ZooConfigError: naming the option, the item and the accepted form
+    """
+    items = list(items)
+    if not items:
+        return {}
+    import rl_zoo3.utils
+
+    values = {}
+    for item in items:
+
+        key, separator, value = item.partition(":")
+        if not separator or not key:
+            raise ZooConfigError(f"{flag} {item}: expected key:value, e.g. {flag} max_episode_steps:100")
+        try:
+            values[key] = eval(value, dict(vars(rl_zoo3.utils)))  # what rl-zoo's StoreDict does
+        except Exception as error:
+            raise ZooConfigError(
+                f"{flag} {item}: the value {value!r} is not a Python expression ({type(error).__name__}: {error}). "
+                f"rl-zoo evaluates these values, so quote strings: {key}:\"'{value}'\""
+            ) from None
+    return values
