@@ -36,7 +36,7 @@ class CueCorridorEnv(gym.Env[np.ndarray, np.int64]):
     """
 
     LEFT, RIGHT, UP, DOWN = 0, 1, 2, 3
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata = {"render_modes": []}  # noqa: RUF012 (gymnasium declares it an instance variable)
 
     def __init__(self, length: int = 6, illegal_penalty: float = 0.1, max_steps: int | None = None) -> None:
         if length < 2:

@@ -171,15 +171,25 @@ class KLSpy(MaskableRecurrentPPOVariant):
         if self.first_kl is None:
             self.first_kl, self.first_valid = kl.detach().clone(), self._current_valid.clone()
             old = self._distribution(old_policy.policy, rollout_data)
-            self.first_old_probs = th.cat([d.probs for d in (old.distributions if hasattr(old, "distributions") else [old.distribution])], dim=1)
+            parts = old.distributions if hasattr(old, "distributions") else [old.distribution]
+            self.first_old_probs = th.cat([part.probs for part in parts], dim=1)
             self.first_masks = self._action_masks(rollout_data)
         return kl
 
 
 @pytest.mark.parametrize("space", list(INVALID_ENVS))
 def test_kl_is_exactly_zero_on_the_first_minibatch_and_uses_masked_distributions(space: str) -> None:
-    model = KLSpy("MlpLstmPolicy", invalid_env(space), objective="adaptive_kl", n_steps=16, batch_size=16, n_epochs=2,
-                  seed=0, device="cpu", policy_kwargs=SMALL_POLICY)
+    model = KLSpy(
+        "MlpLstmPolicy",
+        invalid_env(space),
+        objective="adaptive_kl",
+        n_steps=16,
+        batch_size=16,
+        n_epochs=2,
+        seed=0,
+        device="cpu",
+        policy_kwargs=SMALL_POLICY,
+    )
     model.learn(2 * 32)
     kl, valid = model.first_kl, model.first_valid
     assert kl is not None and not valid.all() and valid.any()  # padded rows are present
@@ -199,7 +209,10 @@ def test_kl_is_exactly_zero_on_the_first_minibatch_and_uses_masked_distributions
 
 
 def fill_padding(rollout_data: Any, valid: th.Tensor) -> Any:
-    """The same minibatch with every per-sample tensor holding garbage (inf, -inf, 1e30; the largest integer for integer observations) in its padded rows."""
+    """
+    The same minibatch with every per-sample tensor holding garbage in its padded rows: inf, -inf, 1e30 (the largest
+    integer for integer observations), and all-forbidden action masks.
+    """
 
     def garbage(value: Any, fill: float) -> Any:
         if isinstance(value, dict):
@@ -209,8 +222,16 @@ def fill_padding(rollout_data: Any, valid: th.Tensor) -> Any:
             return th.where(valid.view(-1, *(1,) * (value.dim() - 1)), value, junk)
         return value
 
-    fills = {"observations": float("inf"), "actions": 1e30, "old_values": float("-inf"), "old_log_prob": float("inf"),
-             "advantages": 1e30, "returns": float("-inf"), "episode_starts": 1e30, "action_masks": 0.0}
+    fills = {
+        "observations": float("inf"),
+        "actions": 1e30,
+        "old_values": float("-inf"),
+        "old_log_prob": float("inf"),
+        "advantages": 1e30,
+        "returns": float("-inf"),
+        "episode_starts": 1e30,
+        "action_masks": 0.0,
+    }
     return rollout_data._replace(**{name: garbage(getattr(rollout_data, name), fill) for name, fill in fills.items()})
 
 
@@ -224,8 +245,15 @@ class GarbagePadding(MaskableRecurrentPPOVariant):
 
 @pytest.mark.parametrize("objective", ["clip", "adaptive_kl"])
 def test_padded_rows_change_nothing(objective: str) -> None:
-    settings = {"objective": objective, "n_steps": 16, "batch_size": 16, "n_epochs": 2, "seed": 0, "device": "cpu",
-                "policy_kwargs": SMALL_POLICY}
+    settings = {
+        "objective": objective,
+        "n_steps": 16,
+        "batch_size": 16,
+        "n_epochs": 2,
+        "seed": 0,
+        "device": "cpu",
+        "policy_kwargs": SMALL_POLICY,
+    }
     clean = MaskableRecurrentPPOVariant("MlpLstmPolicy", invalid_env("Discrete"), **settings)
     clean.learn(3 * 32)
 
@@ -301,7 +329,14 @@ class DictObservation(gym.ObservationWrapper):
 def test_dict_observations() -> None:
     env = make_vec_env(CueCorridorEnv, n_envs=2, seed=0, env_kwargs={"length": 3}, wrapper_class=DictObservation)
     model = MaskableRecurrentPPOVariant(
-        "MultiInputLstmPolicy", env, objective="fixed_kl", n_steps=16, batch_size=16, n_epochs=1, seed=0, device="cpu",
+        "MultiInputLstmPolicy",
+        env,
+        objective="fixed_kl",
+        n_steps=16,
+        batch_size=16,
+        n_epochs=1,
+        seed=0,
+        device="cpu",
         policy_kwargs=SMALL_POLICY,
     )
     model.learn(64)

@@ -3,7 +3,7 @@ Rollout buffers that store action masks alongside the LSTM states: sb3-contrib's
 minibatch's masks returned in the same padded sequence layout as its other per-sample tensors.
 """
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -64,14 +64,24 @@ class _MaskStorage:
     storage, ``add(action_masks=...)``, the flattening in ``get`` and the padding in ``_get_samples``.
     """
 
+    # Provided by sb3-contrib's recurrent buffers (``pad`` is set by their _get_samples for the current minibatch).
+    buffer_size: int
+    n_envs: int
+    pos: int
+    generator_ready: bool
+    action_space: spaces.Space
+    pad: Callable[..., th.Tensor]
+    swap_and_flatten: Callable[[np.ndarray], np.ndarray]
+
     action_masks: np.ndarray
+    mask_dims: int
     #: set by the algorithm while a masked rollout is collected: masks of the step being stored (see StepMasks)
     step_masks: StepMasks | None = None
 
     def reset(self) -> None:
-        self.mask_dims = mask_dims(self.action_space)  # type: ignore[attr-defined]
+        self.mask_dims = mask_dims(self.action_space)
         # All ones (every action legal) unless masks are given: a rollout without masking stores "no mask".
-        self.action_masks = np.ones((self.buffer_size, self.n_envs, self.mask_dims), dtype=np.float32)  # type: ignore[attr-defined]
+        self.action_masks = np.ones((self.buffer_size, self.n_envs, self.mask_dims), dtype=np.float32)
         super().reset()  # type: ignore[misc]
 
     def add(self, *args: Any, action_masks: np.ndarray | None = None, **kwargs: Any) -> None:
@@ -82,20 +92,20 @@ class _MaskStorage:
         if action_masks is None and self.step_masks is not None:
             action_masks = self.step_masks.take()
         if action_masks is not None:
-            self.action_masks[self.pos] = np.asarray(action_masks).reshape((self.n_envs, self.mask_dims))  # type: ignore[attr-defined]
+            self.action_masks[self.pos] = np.asarray(action_masks).reshape((self.n_envs, self.mask_dims))
         super().add(*args, **kwargs)  # type: ignore[misc]
 
     def get(self, batch_size: int | None = None) -> Generator[Any, None, None]:
         # sb3-contrib flattens its arrays to (n_envs * n_steps, ...) in sequence order on the first get(); the masks
         # need the same layout.
-        if not self.generator_ready:  # type: ignore[attr-defined]
-            self.action_masks = self.swap_and_flatten(self.action_masks)  # type: ignore[attr-defined]
+        if not self.generator_ready:
+            self.action_masks = self.swap_and_flatten(self.action_masks)
         yield from super().get(batch_size)  # type: ignore[misc]
 
     def _masks_of(self, batch_inds: np.ndarray) -> th.Tensor:
         # sb3-contrib's _get_samples has just set self.pad for this minibatch's sequences. Padded rows are all ones
         # (every action legal), so that a padded row's distribution is an ordinary, finite one.
-        masks = self.pad(self.action_masks[batch_inds], padding_value=1.0)  # type: ignore[attr-defined]
+        masks = self.pad(self.action_masks[batch_inds], padding_value=1.0)
         return masks.reshape((-1, self.mask_dims))
 
 

@@ -69,7 +69,7 @@ class MaskableRecurrentActorCriticPolicy(RecurrentActorCriticPolicy):
     action_dist: MaskableDistribution  # type: ignore[assignment]
 
     #: masks applied by :meth:`_get_action_dist_from_latent` during the current call (``None``: no masking)
-    _action_masks: MaybeMasks = None
+    _current_masks: MaybeMasks = None
     #: while ``RecurrentPPO.collect_rollouts`` runs with masking, the source of each step's masks for :meth:`forward`
     step_masks: StepMasks | None = None
 
@@ -78,14 +78,16 @@ class MaskableRecurrentActorCriticPolicy(RecurrentActorCriticPolicy):
         # masked one's logit layout (for MultiBinary: two categories per dimension, as sb3-contrib's
         # MaskableBernoulliDistribution; SB3's Bernoulli has one logit), then switch to the masked distribution.
         if isinstance(self.action_space, spaces.MultiBinary):
-            self.action_dist = MultiCategoricalDistribution([2] * int(self.action_space.n))  # type: ignore[assignment]
+            n_binary = self.action_space.n
+            assert isinstance(n_binary, int), f"MultiBinary({n_binary}) actions must be flat to be masked"
+            self.action_dist = MultiCategoricalDistribution([2] * n_binary)  # type: ignore[assignment]
         super()._build(lr_schedule)
         self.action_dist = make_masked_proba_distribution(self.action_space)
 
     def _get_action_dist_from_latent(self, latent_pi: th.Tensor) -> Distribution:
         distribution = self.action_dist.proba_distribution(action_logits=self.action_net(latent_pi))
-        if self._action_masks is not None:
-            distribution.apply_masking(self._action_masks)
+        if self._current_masks is not None:
+            distribution.apply_masking(self._current_masks)
         return distribution
 
     @contextmanager
@@ -98,11 +100,11 @@ class MaskableRecurrentActorCriticPolicy(RecurrentActorCriticPolicy):
         if action_masks is None:
             yield
             return
-        previous, self._action_masks = self._action_masks, action_masks
+        previous, self._current_masks = self._current_masks, action_masks
         try:
             yield
         finally:
-            self._action_masks = previous
+            self._current_masks = previous
 
     def forward(  # type: ignore[override]
         self,
@@ -194,4 +196,3 @@ __all__ = [
     "MultiInputLstmPolicy",
     "StepMasks",
 ]
-

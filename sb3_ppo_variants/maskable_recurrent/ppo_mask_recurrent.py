@@ -128,7 +128,9 @@ class MaskableRecurrentPPOVariant(RecurrentPPOVariant):
         _init_setup_model: bool = True,
     ):
         if use_sde:
-            raise ValueError(f"use_sde=True is not supported by {type(self).__name__}: masked action distributions are discrete")
+            raise ValueError(
+                f"use_sde=True is not supported by {type(self).__name__}: masked action distributions are discrete"
+            )
         super().__init__(
             policy,
             env,
