@@ -24,6 +24,7 @@ from sb3_ppo_variants.update_stats import NonFiniteLossError
 #: Algorithms built on sb3-contrib (the ``contrib`` extra), imported when first used so that the package works without it.
 CONTRIB_ALGORITHMS = {
     "MaskablePPOVariant": "sb3_ppo_variants.maskable",
+    "MaskableRecurrentPPOVariant": "sb3_ppo_variants.maskable_recurrent",
     "RecurrentPPOVariant": "sb3_ppo_variants.recurrent",
 }
 
@@ -51,6 +52,7 @@ __all__ = [
     "CnnPolicy",
     "FixedKLPenalty",
     "MaskablePPOVariant",
+    "MaskableRecurrentPPOVariant",
     "MlpPolicy",
     "MultiInputPolicy",
     "NonFiniteLossError",
