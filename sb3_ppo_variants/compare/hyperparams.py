@@ -30,7 +30,7 @@ SHARED_KEYS = tuple(
     "policy policy_kwargs gamma gae_lambda use_sde sde_sample_freq".split()
 )
 #: PPOVariant's own arguments, which SB3 PPO does not accept.
-VARIANT_ONLY_KEYS = ("objective", "kl_coef", "kl_target")
+VARIANT_ONLY_KEYS = ("objective", "kl_coef", "kl_target", "log_kl")
 #: Prefix of ``--hyperparams`` values that name a file shipped with the installed rl_zoo3 (``rl_zoo3:ppo``).
 ZOO_PREFIX = "rl_zoo3:"
 

@@ -5,6 +5,7 @@ dicts, so they run the same in a local worker process or as a Ray task on anothe
 """
 
 import importlib
+import inspect
 import math
 import platform
 import socket
@@ -105,6 +106,18 @@ class EpisodeRecorder(BaseCallback):
         return True
 
 
+def evaluation_function(model: Any) -> Callable[..., Any]:
+    """
+    SB3's ``evaluate_policy``, or sb3-contrib's maskable one for models whose ``predict`` takes action masks
+    (MaskablePPO and the maskable variants): they are evaluated with the env's masks, as they were trained.
+    """
+    if "action_masks" in inspect.signature(model.predict).parameters:
+        from sb3_contrib.common.maskable.evaluation import evaluate_policy as evaluate_masked_policy
+
+        return evaluate_masked_policy
+    return evaluate_policy
+
+
 def train_run(spec: RunSpec | dict[str, Any], reporter: Reporter | None = None) -> dict[str, Any]:
     """
     Train one run and measure it. Exceptions of the training itself do not propagate: a non-finite loss gives status
@@ -144,7 +157,7 @@ def train_run(spec: RunSpec | dict[str, Any], reporter: Reporter | None = None) 
             result.update(status="diverged", error=str(error))
         # Evaluate with the training env's observation statistics, frozen (as rl-zoo's EvalCallback does).
         sync_envs_normalization(model.get_env(), eval_env)
-        episode_returns, episode_lengths = evaluate_policy(
+        episode_returns, episode_lengths = evaluation_function(model)(
             model, eval_env, n_eval_episodes=spec.eval_episodes, deterministic=True, return_episode_rewards=True
         )
         eval_returns, eval_lengths = list(episode_returns), list(episode_lengths)  # type: ignore[arg-type]

@@ -42,8 +42,8 @@ def check_arguments(command: str, arguments: Sequence[str]) -> None:
     :param arguments: the command's arguments
     :raises ZooConfigError: naming the argument and its value
     """
-    from sb3_ppo_variants.zoo import ALGO, ZooConfigError
-    from sb3_ppo_variants.zoo.adapter import check_env_id, evaluate_key_values
+    from sb3_ppo_variants.zoo import ZooConfigError
+    from sb3_ppo_variants.zoo.adapter import check_env_id, evaluate_key_values, variant_keys
 
     parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     parser.add_argument("--env", default="CartPole-v1")
@@ -62,9 +62,10 @@ def check_arguments(command: str, arguments: Sequence[str]) -> None:
         evaluate_key_values(flags[-1], getattr(known, flags[-1].lstrip("-").replace("-", "_")))
     check_env_id(known.env, known.gym_packages)
     # rl-zoo's enjoy downloads missing models from the SB3 hub, which has no ppo_variant models.
-    if command == "enjoy" and known.algo == ALGO and not os.path.isdir(os.path.join(known.folder, ALGO)):
+    if command == "enjoy" and known.algo in variant_keys() and not os.path.isdir(os.path.join(known.folder, known.algo)):
         raise ZooConfigError(
-            f"-f {known.folder}: no {ALGO} runs there ({os.path.join(known.folder, ALGO)} does not exist). Pass the log "
+            f"-f {known.folder}: no {known.algo} runs there ({os.path.join(known.folder, known.algo)} does not exist). "
+            "Pass the log "
             "folder of the training run (train's -f, default: logs)."
         )
 

@@ -61,9 +61,6 @@ def register_algo(algo: Algo) -> None:
     ALGOS[algo.key] = algo
 
 
-# The variants being written (MaskablePPOVariant, RecurrentPPOVariant...) add one line each here, with their baseline:
-# register_algo(Algo("ppo_mask", "sb3_contrib:MaskablePPO", "MaskablePPO (sb3-contrib)"))
-# register_algo(Algo("ppo_mask_variant", "...:MaskablePPOVariant", "MaskablePPOVariant", True, ("ppo_mask",), ...))
 register_algo(
     Algo(
         "ppo_variant",
@@ -74,9 +71,41 @@ register_algo(
         sampler="sb3_ppo_variants.zoo.sampler:sample_ppo_variant_params",
     )
 )
+register_algo(
+    Algo(
+        "ppo_mask_variant",
+        "sb3_ppo_variants.maskable:MaskablePPOVariant",
+        "MaskablePPOVariant",
+        variant=True,
+        baselines=("ppo_mask",),
+        sampler="sb3_ppo_variants.zoo.sampler:sample_ppo_variant_params",
+    )
+)
+register_algo(
+    Algo(
+        "ppo_lstm_variant",
+        "sb3_ppo_variants.recurrent:RecurrentPPOVariant",
+        "RecurrentPPOVariant",
+        variant=True,
+        baselines=("ppo_lstm",),
+        sampler="sb3_ppo_variants.zoo.sampler:sample_ppo_lstm_variant_params",
+    )
+)
+register_algo(
+    Algo(
+        "ppo_mask_lstm_variant",
+        "sb3_ppo_variants.maskable_recurrent:MaskableRecurrentPPOVariant",
+        "MaskableRecurrentPPOVariant",
+        variant=True,
+        baselines=("ppo_lstm", "ppo_mask"),
+        sampler="sb3_ppo_variants.zoo.sampler:sample_ppo_lstm_variant_params",
+    )
+)
 register_algo(Algo("ppo", "stable_baselines3:PPO", "SB3 PPO"))
 register_algo(Algo("trpo", "sb3_contrib:TRPO", "TRPO (sb3-contrib)"))
 register_algo(Algo("a2c", "stable_baselines3:A2C", "A2C (SB3)"))
+register_algo(Algo("ppo_mask", "sb3_contrib:MaskablePPO", "MaskablePPO (sb3-contrib)"))
+register_algo(Algo("ppo_lstm", "sb3_contrib:RecurrentPPO", "RecurrentPPO (sb3-contrib)"))
 
 
 def variant_keys() -> list[str]:

@@ -34,13 +34,20 @@ from stable_baselines3.common.callbacks import BaseCallback
 from sb3_ppo_variants.objectives import check_objective
 from sb3_ppo_variants.ppo_variant import PPOVariant
 from sb3_ppo_variants.update_stats import NonFiniteLossError
-from sb3_ppo_variants.zoo.adapter import ALGOS, ZooConfigError, algorithm_class
+from sb3_ppo_variants.zoo.adapter import ALGOS, ZooConfigError, algorithm_class, variant_keys
 from sb3_ppo_variants.zoo.sampler import OBJECTIVE_CHOICES_ATTR, PAPER_OBJECTIVES
 
 #: Name of the algorithm in rl-zoo (``--algo ppo_variant``).
 ALGO = "ppo_variant"
 #: Hyperparameter file used when no ``--conf-file`` is given.
 DEFAULT_HYPERPARAMS_FILE = Path(__file__).resolve().parent.parent / "hyperparams" / f"{ALGO}.yml"
+
+
+def default_hyperparams_file(algo: str) -> Path:
+    """The hyperparameter file shipped for a variant (``hyperparams/<algo>.yml``), used when no --conf-file is given."""
+    return DEFAULT_HYPERPARAMS_FILE.with_name(f"{algo}.yml")
+
+
 #: Keys taking rl-zoo's ``lin_<start>`` schedule strings: rl-zoo's own and PPOVariant's schedulable d_targ.
 SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf", "delta_std", "kl_target")
 #: Keys rl-zoo reads itself (they never reach the algorithm's constructor).
@@ -112,12 +119,12 @@ class PPOVariantExperimentManager(ExperimentManager):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         config = inspect.signature(ExperimentManager.__init__).bind(self, *args, **kwargs).arguments.get("config")
-        if config is None and self.algo == ALGO:
-            self.config = str(DEFAULT_HYPERPARAMS_FILE)
+        if config is None and self.algo in variant_keys():
+            self.config = str(default_hyperparams_file(self.algo))
         # Objectives an optimisation samples from: all of the paper's unless the command line fixes some.
         fixed = (self.custom_hyperparams or {}).get("objective")
         self.objective_choices: list[Any] = list(PAPER_OBJECTIVES)
-        if self.algo == ALGO and self.optimize_hyperparameters and fixed is not None:
+        if self.algo in variant_keys() and self.optimize_hyperparameters and fixed is not None:
             self.objective_choices = list(fixed) if isinstance(fixed, (list, tuple)) else [fixed]
 
     def setup_experiment(self) -> tuple[BaseAlgorithm, dict[str, Any]] | None:
@@ -128,7 +135,7 @@ class PPOVariantExperimentManager(ExperimentManager):
         """
         if self.optimize_hyperparameters and self.storage is not None:
             prepare_storage(self.storage)
-            if self.algo == ALGO and self.study_name is not None:
+            if self.algo in variant_keys() and self.study_name is not None:
                 self.check_study_objectives()
         folder_existed = os.path.exists(self.save_path)
         try:
@@ -238,7 +245,7 @@ class PPOVariantExperimentManager(ExperimentManager):
     def objective(self, trial: optuna.Trial) -> float:
         """rl-zoo's trial, which records its worker, samples among ``objective_choices`` and prunes non-finite losses."""
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        if self.algo == ALGO:
+        if self.algo in variant_keys():
             trial.set_user_attr(OBJECTIVE_CHOICES_ATTR, self.objective_choices)
         try:
             return super().objective(trial)
