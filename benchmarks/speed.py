@@ -50,10 +50,10 @@ def contrib_setups() -> dict[str, tuple[str, Any, dict[str, Any], int]]:
     from contrib_learning import invalid_action_env
 
     return {
-        # MaskablePPO's defaults (n_steps=2048, batch_size=64, 10 epochs), 1 env: 3 updates
-        "InvalidActionEnvDiscrete": ("maskable", invalid_action_env, {}, 6_144),
-        # rl-zoo ppo_lstm.yml hyperparameters (8 envs, n_steps=32, 20 epochs, LSTM 64, VecNormalize): 10 updates
-        "CartPoleNoVel-v1": ("recurrent", "CartPoleNoVel-v1", zoo_hyperparams("CartPoleNoVel-v1", "ppo_lstm.yml"), 2_560),
+        # MaskablePPO's defaults (n_steps=2048, batch_size=64, 10 epochs), 1 env: 2 updates
+        "InvalidActionEnvDiscrete": ("maskable", invalid_action_env, {}, 4_096),
+        # rl-zoo ppo_lstm.yml hyperparameters (8 envs, n_steps=32, 20 epochs, LSTM 64, VecNormalize): 8 updates
+        "CartPoleNoVel-v1": ("recurrent", "CartPoleNoVel-v1", zoo_hyperparams("CartPoleNoVel-v1", "ppo_lstm.yml"), 2_048),
     }
 
 

@@ -126,7 +126,7 @@ class MaskedKLRecorder(Recorder):
 
 
 @pytest.mark.parametrize("objective", ["adaptive_kl", "fixed_kl"])
-@pytest.mark.parametrize("env_name", ["discrete", "multidiscrete"])
+@pytest.mark.parametrize("env_name", ["discrete", "multidiscrete", "multibinary"])
 def test_kl_uses_masked_old_policy(objective, env_name):
     model = MaskablePPOVariant("MlpPolicy", make_env(env_name), objective=objective, learning_rate=3e-3, **KWARGS)
     recorder = MaskedKLRecorder(model)
