@@ -1,4 +1,7 @@
-"""Shared helpers of the benchmark scripts: rl-zoo's hyperparameters, building SB3 PPO or PPOVariant, results I/O."""
+"""
+Shared helpers of the benchmark scripts: rl-zoo's hyperparameters, building SB3 PPO or PPOVariant (and the contrib
+variants against sb3-contrib's MaskablePPO / RecurrentPPO), results I/O.
+"""
 
 import json
 import os
@@ -33,6 +36,21 @@ def zoo_ppo_hyperparams(env_id: str) -> dict[str, Any]:
     return ExperimentManager._preprocess_schedules(hyperparams)
 
 
+def zoo_hyperparams(env_id: str, file: str) -> dict[str, Any]:
+    """
+    rl-zoo's hyperparameters for ``env_id`` from ``hyperparams/<file>`` of the installed rl_zoo3 (e.g. ``ppo_lstm.yml``):
+    schedules converted, ``policy_kwargs`` evaluated as rl-zoo does; ``n_envs`` and ``normalize`` are kept for the
+    caller, ``n_timesteps`` and ``policy`` dropped.
+    """
+    with open(Path(rl_zoo3.__file__).parent / "hyperparams" / file) as file_handle:
+        hyperparams = dict(yaml.safe_load(file_handle)[env_id])
+    for key in ("n_timesteps", "policy"):
+        hyperparams.pop(key, None)
+    if isinstance(hyperparams.get("policy_kwargs"), str):
+        hyperparams["policy_kwargs"] = eval(hyperparams["policy_kwargs"], {"nn": th.nn, "dict": dict})
+    return ExperimentManager._preprocess_schedules(hyperparams)
+
+
 def make_model(variant: str, env_id: str, hyperparams: dict[str, Any], seed: int):
     """SB3 PPO (``variant="sb3_ppo"``) or PPOVariant with ``objective=variant``, on ``n_envs`` copies of the env."""
     hyperparams = dict(hyperparams)
@@ -60,3 +78,38 @@ def save_results(name: str, results: dict[str, Any], markdown: str) -> None:
     """Write ``results/<name>.json`` and ``results/<name>.md`` atomically."""
     atomic_write_text(RESULTS / f"{name}.json", json.dumps(results, indent=2) + "\n")
     atomic_write_text(RESULTS / f"{name}.md", markdown)
+
+
+#: The contrib families: sb3-contrib's algorithm (reference), its variant here, and their default policy.
+CONTRIB_FAMILIES = {"maskable": ("maskable_ppo", "MlpPolicy"), "recurrent": ("recurrent_ppo", "MlpLstmPolicy")}
+#: Variants of each contrib family: sb3-contrib's algorithm, then each objective.
+CONTRIB_VARIANTS = {family: (reference, *VARIANTS[1:]) for family, (reference, _) in CONTRIB_FAMILIES.items()}
+
+
+def make_contrib_model(family: str, variant: str, env_fn: Any, hyperparams: dict[str, Any], seed: int):
+    """
+    sb3-contrib's ``MaskablePPO``/``RecurrentPPO`` (``variant="maskable_ppo"``/``"recurrent_ppo"``) or
+    ``MaskablePPOVariant``/``RecurrentPPOVariant`` with ``objective=variant``, on ``n_envs`` copies of ``env_fn`` (an
+    env id or a callable), wrapped in ``VecNormalize`` (rl-zoo's way: ``gamma`` of the algorithm) if ``normalize``.
+    """
+    from sb3_contrib import MaskablePPO, RecurrentPPO
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from sb3_ppo_variants import MaskablePPOVariant, RecurrentPPOVariant
+
+    hyperparams = dict(hyperparams)
+    env = make_vec_env(env_fn, n_envs=hyperparams.pop("n_envs", 1), seed=seed)
+    if hyperparams.pop("normalize", False):
+        env = VecNormalize(env, gamma=hyperparams.get("gamma", 0.99))
+    reference, policy = CONTRIB_FAMILIES[family]
+    if variant == reference:
+        algo = MaskablePPO if family == "maskable" else RecurrentPPO
+        return algo(policy, env, seed=seed, device="cpu", **hyperparams)
+    algo = MaskablePPOVariant if family == "maskable" else RecurrentPPOVariant
+    return algo(policy, env, objective=variant, seed=seed, device="cpu", **hyperparams)
+
+
+def contrib_versions() -> dict[str, str]:
+    import sb3_contrib
+
+    return {**versions(), "sb3_contrib": sb3_contrib.__version__}

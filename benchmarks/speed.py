@@ -2,21 +2,36 @@
 Speed: PPOVariant (each objective) against SB3 PPO, same hyperparameters, runs interleaved in one process.
 
     python benchmarks/speed.py [--repeats 5]
+    python benchmarks/speed.py --suite contrib [--repeats 3]
 
 Reports env steps per second (median over repeats) and wall-clock ratios: clip / SB3 PPO (target <= 1) and each
 KL objective / clip (target <= 1.10). Machines are noisy: compare the ratios, not the absolute times.
 "sb3_ppo_foreach" is SB3 PPO given the multi-tensor Adam that PPOVariant selects on CPU: the like-for-like reference.
 Each run is single-threaded, so its process CPU time is also reported: it is much less sensitive than wall-clock to
 other jobs on the machine.
+
+``--suite contrib``: MaskablePPOVariant against sb3-contrib's MaskablePPO and RecurrentPPOVariant against RecurrentPPO
+(targets: clip <= 1.05x the sb3-contrib algorithm, each KL objective <= 1.10x clip), results in ``speed_contrib``.
 """
 
 import argparse
 import random
 import time
+from typing import Any
 
 import numpy as np
 import torch as th
-from common import VARIANTS, make_model, save_results, versions, zoo_ppo_hyperparams
+from common import (
+    CONTRIB_VARIANTS,
+    VARIANTS,
+    contrib_versions,
+    make_contrib_model,
+    make_model,
+    save_results,
+    versions,
+    zoo_hyperparams,
+    zoo_ppo_hyperparams,
+)
 
 #: SB3 PPO as shipped, SB3 PPO with the same (foreach) Adam as PPOVariant, then each PPOVariant objective.
 SPEED_VARIANTS = ("sb3_ppo", "sb3_ppo_foreach", *VARIANTS[1:])
@@ -29,6 +44,78 @@ SETUPS = {
 }
 
 
+def contrib_setups() -> dict[str, tuple[str, Any, dict[str, Any], int]]:
+    """name -> (family, env factory or id, hyperparameters, timesteps) of the contrib suite."""
+    import rl_zoo3.import_envs  # noqa: F401  (registers CartPoleNoVel-v1)
+    from contrib_learning import invalid_action_env
+
+    return {
+        # MaskablePPO's defaults (n_steps=2048, batch_size=64, 10 epochs), 1 env: 2 updates
+        "InvalidActionEnvDiscrete": ("maskable", invalid_action_env, {}, 4_096),
+        # rl-zoo ppo_lstm.yml hyperparameters (8 envs, n_steps=32, 20 epochs, LSTM 64, VecNormalize): 8 updates
+        "CartPoleNoVel-v1": ("recurrent", "CartPoleNoVel-v1", zoo_hyperparams("CartPoleNoVel-v1", "ppo_lstm.yml"), 2_048),
+    }
+
+
+def contrib_main(repeats: int) -> None:
+    """Each contrib variant (clip and the KL objectives) against its sb3-contrib counterpart, interleaved."""
+    order = random.Random(0)
+    setups = contrib_setups()
+    variants = {name: CONTRIB_VARIANTS[family][:4] for name, (family, *_) in setups.items()}  # reference, clip, KL x2
+    seconds = {name: {variant: [] for variant in variants[name]} for name in setups}
+    cpu_seconds = {name: {variant: [] for variant in variants[name]} for name in setups}
+    for repeat in range(repeats):
+        for name, (family, env_fn, hyperparams, steps) in setups.items():
+            shuffled = list(variants[name])
+            order.shuffle(shuffled)  # interleaved, in a different order each repeat
+            for variant in shuffled:
+                model = make_contrib_model(family, variant, env_fn, hyperparams, seed=repeat)
+                start, cpu_start = time.perf_counter(), time.process_time()
+                model.learn(steps)
+                seconds[name][variant].append(time.perf_counter() - start)
+                cpu_seconds[name][variant].append(time.process_time() - cpu_start)
+                steps_per_second = steps / seconds[name][variant][-1]
+                print(f"repeat {repeat} {name:24s} {variant:14s} {steps_per_second:7.0f} steps/s", flush=True)
+
+    results: dict[str, Any] = {"repeats": repeats, "versions": contrib_versions(), "envs": {}}
+    lines = [
+        "# Speed: MaskablePPOVariant / RecurrentPPOVariant vs sb3-contrib",
+        "",
+        f"`python benchmarks/speed.py --suite contrib --repeats {repeats}`; 1 torch thread; runs interleaved in one "
+        "process; median wall-clock and median process CPU time of `learn()` per run. Targets: clip <= 1.05x the "
+        "sb3-contrib algorithm, each KL objective <= 1.10x clip.",
+        "",
+        "| env | steps | variant | steps/s | time / sb3-contrib | time / clip | CPU time / sb3-contrib | CPU time / clip |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, (family, _, _, steps) in setups.items():
+        reference = CONTRIB_VARIANTS[family][0]
+        median = {variant: float(np.median(times)) for variant, times in seconds[name].items()}
+        cpu = {variant: float(np.median(times)) for variant, times in cpu_seconds[name].items()}
+        results["envs"][name] = {
+            "family": family,
+            "reference": reference,
+            "steps": steps,
+            "seconds": seconds[name],
+            "median_seconds": median,
+            "steps_per_second": {v: steps / t for v, t in median.items()},
+            "ratio_to_reference": {v: t / median[reference] for v, t in median.items()},
+            "ratio_to_clip": {v: t / median["clip"] for v, t in median.items()},
+            "cpu_seconds": cpu_seconds[name],
+            "cpu_ratio_to_reference": {v: t / cpu[reference] for v, t in cpu.items()},
+            "cpu_ratio_to_clip": {v: t / cpu["clip"] for v, t in cpu.items()},
+        }
+        for variant in variants[name]:
+            lines.append(
+                f"| {name} | {steps} | {variant} | {steps / median[variant]:.0f} | "
+                f"{median[variant] / median[reference]:.3f} | {median[variant] / median['clip']:.3f} | "
+                f"{cpu[variant] / cpu[reference]:.3f} | {cpu[variant] / cpu['clip']:.3f} |"
+            )
+    lines += ["", f"Versions: {results['versions']}", ""]
+    save_results("speed_contrib", results, "\n".join(lines))
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
@@ -39,9 +126,13 @@ def main() -> None:
         default=list(SPEED_VARIANTS),
         help="a subset (sb3_ppo and clip always run)",
     )
+    parser.add_argument("--suite", choices=("ppo", "contrib"), default="ppo", help="contrib: the sb3-contrib variants")
     args = parser.parse_args()
-    speed_variants = [v for v in SPEED_VARIANTS if v in {"sb3_ppo", "clip", *args.variants}]
     th.set_num_threads(1)  # one core per run, as SB3 recommends for MLP policies on CPU
+    if args.suite == "contrib":
+        contrib_main(args.repeats)
+        return
+    speed_variants = [v for v in SPEED_VARIANTS if v in {"sb3_ppo", "clip", *args.variants}]
     order = random.Random(0)
     seconds: dict[str, dict[str, list[float]]] = {env: {v: [] for v in speed_variants} for env in SETUPS}
     cpu_seconds: dict[str, dict[str, list[float]]] = {env: {v: [] for v in speed_variants} for env in SETUPS}

@@ -1,0 +1,291 @@
+"""RecurrentPPOVariant: parity with sb3-contrib's RecurrentPPO, π_old replay, padding, objectives, save/load, bad input."""
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from sb3_contrib import RecurrentPPO
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.policies import ActorCriticPolicy
+
+from sb3_ppo_variants import AdaptiveKLPenalty
+from sb3_ppo_variants.recurrent import RecurrentPPOVariant
+
+SEED = 5
+SMALL_POLICY = dict(lstm_hidden_size=16, net_arch=dict(pi=[16], vf=[16]))
+KWARGS = dict(n_steps=32, batch_size=16, n_epochs=2, seed=SEED, device="cpu")
+OBJECTIVES = ["clip", "adaptive_kl", "fixed_kl", "none"]
+#: batch sizes that do not divide the rollout are tested on purpose
+not_dividing = pytest.mark.filterwarnings("ignore:batch_size=.* does not divide")
+
+
+class DictCartPole(gym.ObservationWrapper):
+    """CartPole with a Dict observation: position part and velocity part."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        box = env.observation_space
+        self.observation_space = spaces.Dict(
+            {
+                "position": spaces.Box(box.low[[0, 2]], box.high[[0, 2]], dtype=np.float32),
+                "velocity": spaces.Box(box.low[[1, 3]], box.high[[1, 3]], dtype=np.float32),
+            }
+        )
+
+    def observation(self, observation):
+        return {"position": observation[[0, 2]], "velocity": observation[[1, 3]]}
+
+
+def make_env(env_id: str = "CartPole-v1", n_envs: int = 1, dict_obs: bool = False):
+    wrapper_class = DictCartPole if dict_obs else None
+    return make_vec_env(env_id, n_envs=n_envs, seed=SEED, wrapper_class=wrapper_class)
+
+
+def assert_close_training_state(ours, theirs, atol: float = 1e-6) -> None:
+    """Parameters and optimizer state equal to within ``atol`` (the masked means are summed in a different order)."""
+    our_parameters, their_parameters = ours.policy.state_dict(), theirs.policy.state_dict()
+    assert list(our_parameters) == list(their_parameters)
+    for name, value in their_parameters.items():
+        th.testing.assert_close(our_parameters[name], value, atol=atol, rtol=0, msg=name)
+    our_optimizer, their_optimizer = ours.policy.optimizer.state_dict(), theirs.policy.optimizer.state_dict()
+    assert our_optimizer["state"].keys() == their_optimizer["state"].keys() and their_optimizer["state"]
+    for index, state in their_optimizer["state"].items():
+        assert state.keys() == our_optimizer["state"][index].keys()
+        for key, value in state.items():
+            th.testing.assert_close(
+                th.as_tensor(our_optimizer["state"][index][key]), th.as_tensor(value), atol=atol, rtol=0, msg=str(key)
+            )
+
+
+PARITY_CASES = {
+    # (env id, n_envs, Dict observations, extra arguments)
+    "n_envs_2": ("CartPole-v1", 2, False, {}),
+    "batch_not_dividing": ("CartPole-v1", 1, False, dict(batch_size=24)),
+    "shared_lstm": ("CartPole-v1", 2, False, dict(policy_kwargs=dict(shared_lstm=True, enable_critic_lstm=False))),
+    "no_critic_lstm": ("CartPole-v1", 1, False, dict(policy_kwargs=dict(enable_critic_lstm=False))),
+    "dict_obs": ("CartPole-v1", 2, True, {}),
+    "target_kl": ("CartPole-v1", 1, False, dict(n_epochs=5, learning_rate=1e-2, target_kl=5e-4)),
+    "pendulum_vf_clip_ent": ("Pendulum-v1", 1, False, dict(clip_range_vf=0.2, ent_coef=0.01)),
+}
+
+
+@not_dividing
+@pytest.mark.parametrize("case", list(PARITY_CASES))
+def test_clip_matches_recurrent_ppo(case):
+    env_id, n_envs, dict_obs, extra = PARITY_CASES[case]
+    kwargs = {**KWARGS, **extra}
+    kwargs["policy_kwargs"] = {**SMALL_POLICY, **extra.get("policy_kwargs", {})}
+    policy = "MultiInputLstmPolicy" if dict_obs else "MlpLstmPolicy"
+    models = []
+    for algo in (RecurrentPPO, RecurrentPPOVariant):
+        model = algo(policy, make_env(env_id, n_envs, dict_obs), **kwargs)
+        models.append(model.learn(3 * kwargs["n_steps"] * n_envs))  # 3 updates
+    theirs, ours = models
+    assert ours._n_updates == theirs._n_updates >= 2
+    if "target_kl" in extra:
+        assert ours._n_updates < 3 * kwargs["n_epochs"]  # early stopping did happen
+    assert_close_training_state(ours, theirs)
+
+
+def test_predict_with_lstm_state_matches_recurrent_ppo():
+    theirs = RecurrentPPO("MlpLstmPolicy", make_env(n_envs=2), policy_kwargs=SMALL_POLICY, **KWARGS).learn(64)
+    ours = RecurrentPPOVariant("MlpLstmPolicy", make_env(n_envs=2), policy_kwargs=SMALL_POLICY, **KWARGS)
+    ours.policy.load_state_dict(theirs.policy.state_dict())
+    observations = np.random.default_rng(0).normal(size=(6, 2, 4)).astype(np.float32)
+    episode_starts = np.array([[1, 1], [0, 0], [0, 1], [0, 0], [1, 0], [0, 0]], dtype=bool)
+    for deterministic in (True, False):
+        their_state = our_state = None
+        for observation, episode_start in zip(observations, episode_starts, strict=True):
+            th.manual_seed(0)
+            their_action, their_state = theirs.predict(observation, their_state, episode_start, deterministic)
+            th.manual_seed(0)
+            our_action, our_state = ours.predict(observation, our_state, episode_start, deterministic)
+            np.testing.assert_array_equal(our_action, their_action)
+            for ours_part, theirs_part in zip(our_state, their_state, strict=True):
+                np.testing.assert_array_equal(ours_part, theirs_part)
+    assert their_state is not None and their_state[0].shape == (1, 2, 16)
+
+
+def record_kl(model) -> list:
+    """Wrap model.objective.loss: record (kl, mask) of every minibatch the objective receives."""
+    records = []
+    loss = model.objective.loss
+
+    def recording_loss(batch):
+        records.append((batch.kl.detach().clone(), batch.mask.clone()))
+        return loss(batch)
+
+    model.objective.loss = recording_loss
+    return records
+
+
+@pytest.mark.parametrize("objective", ["adaptive_kl", "fixed_kl"])
+def test_kl_is_zero_on_first_minibatch_and_positive_later(objective):
+    model = RecurrentPPOVariant(
+        "MlpLstmPolicy", make_env(n_envs=2), objective=objective, learning_rate=3e-3, policy_kwargs=SMALL_POLICY, **KWARGS
+    )
+    records = record_kl(model)
+    first_minibatches = []
+    original_run_epochs = model._run_epochs
+
+    def run_epochs(*args, **kwargs):
+        first_minibatches.append(len(records))
+        return original_run_epochs(*args, **kwargs)
+
+    model._run_epochs = run_epochs
+    model.learn(2 * 64)
+    assert len(first_minibatches) == 2
+    for index in first_minibatches:
+        kl, mask = records[index]
+        assert mask.any() and th.equal(kl[mask], th.zeros(int(mask.sum())))
+    later = [kl[mask] for index, (kl, mask) in enumerate(records) if index not in first_minibatches]
+    assert all(th.isfinite(kl).all() and (kl > -1e-6).all() for kl in later)  # >= 0 up to float rounding
+    assert max(kl.max().item() for kl in later) > 0
+
+
+@not_dividing
+@pytest.mark.parametrize(
+    "env_id, n_envs, policy_kwargs",
+    [
+        ("CartPole-v1", 2, {}),
+        ("CartPole-v1", 1, dict(shared_lstm=True, enable_critic_lstm=False)),
+        ("Pendulum-v1", 2, {}),
+    ],
+)
+def test_replayed_old_policy_reproduces_rollout_log_probs(env_id, n_envs, policy_kwargs):
+    model = RecurrentPPOVariant(
+        "MlpLstmPolicy",
+        make_env(env_id, n_envs),
+        log_kl=True,  # keeps π_old's frozen copy
+        policy_kwargs={**SMALL_POLICY, **policy_kwargs},
+        **{**KWARGS, "batch_size": 24},
+    )
+    model.learn(2 * 32 * n_envs)
+    old_policy = model._old_policy.policy  # the policy that collected the last rollout
+    checked = 0
+    for rollout_data in model._minibatches(24):
+        valid = model._valid_mask(rollout_data)
+        actions = rollout_data.actions.long().flatten() if env_id == "CartPole-v1" else rollout_data.actions
+        with th.no_grad():
+            log_prob = model._distribution(old_policy, rollout_data).log_prob(actions)
+            current = model._distribution(model.policy, rollout_data).log_prob(actions)
+        th.testing.assert_close(log_prob[valid], rollout_data.old_log_prob[valid], atol=1e-5, rtol=0)
+        assert not th.allclose(current[valid], rollout_data.old_log_prob[valid], atol=1e-5)  # π_θ has moved
+        checked += int(valid.sum())
+    assert checked == 32 * n_envs  # every sample of the rollout, once
+
+
+GARBAGE = {
+    "observations": math.inf,
+    "actions": math.nan,
+    "old_log_prob": -math.inf,
+    "advantages": 1e38,
+    "returns": math.inf,
+    "old_values": -1e38,
+}
+
+
+def with_garbage_padding(rollout_data, valid):
+    replaced = {}
+    for name, value in GARBAGE.items():
+        tensor = getattr(rollout_data, name)
+        shape = (-1,) + (1,) * (tensor.dim() - 1)
+        if not tensor.is_floating_point():  # e.g. Discrete actions: an index far out of range
+            value = 2**40
+        replaced[name] = th.where(valid.view(shape), tensor, th.full_like(tensor, value))
+    return rollout_data._replace(**replaced)
+
+
+@not_dividing
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_padding_garbage_changes_nothing(objective):
+    model = RecurrentPPOVariant(
+        "MlpLstmPolicy",
+        make_env(n_envs=2),
+        objective=objective,
+        log_kl=True,
+        clip_range_vf=0.2,
+        ent_coef=0.01,
+        policy_kwargs=SMALL_POLICY,
+        **{**KWARGS, "batch_size": 24},
+    )
+    model.learn(2 * 64)  # π_θ differs from π_old (the last rollout's policy)
+    padded = [data for data in model._minibatches(24) if not model._valid_mask(data).all()]
+    assert padded, "no minibatch with padding"
+    for rollout_data in padded[:2]:
+        valid = model._valid_mask(rollout_data)
+        garbage = with_garbage_padding(rollout_data, valid)
+        assert not th.isfinite(garbage.observations).all()
+        results = []
+        for data in (rollout_data, garbage):
+            model.policy.optimizer.zero_grad()
+            loss, terms = model._minibatch_loss(data, model._old_policy, clip_range=0.2, clip_range_vf=0.2)
+            loss.backward()
+            gradients = [parameter.grad.clone() for parameter in model.policy.parameters() if parameter.grad is not None]
+            results.append((terms, gradients))
+        (clean_terms, clean_gradients), (garbage_terms, garbage_gradients) = results
+        assert clean_terms.keys() == garbage_terms.keys()
+        for name, value in clean_terms.items():
+            assert th.isfinite(garbage_terms[name]), name
+            assert th.equal(garbage_terms[name], value), name
+        assert garbage_gradients and all(th.isfinite(gradient).all() for gradient in garbage_gradients)
+        for clean, dirty in zip(clean_gradients, garbage_gradients, strict=True):
+            assert th.equal(clean, dirty)
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_every_objective_trains(objective):
+    model = RecurrentPPOVariant("MlpLstmPolicy", make_env(n_envs=2), objective=objective, policy_kwargs=SMALL_POLICY, **KWARGS)
+    model.learn(4 * 64)
+    values = model.logger.name_to_value
+    assert math.isfinite(values["train/loss"])
+    if objective in ("adaptive_kl", "fixed_kl"):
+        assert values["train/kl"] > 0
+
+
+def test_save_load_keeps_beta_and_objective(tmp_path):
+    model = RecurrentPPOVariant(
+        "MlpLstmPolicy", make_env(), objective="adaptive_kl", kl_target=1e-4, policy_kwargs=SMALL_POLICY, **KWARGS
+    )
+    model.learn(3 * 32)
+    beta = model.kl_coef
+    assert beta != 1.0
+    model.save(tmp_path / "model")
+    loaded = RecurrentPPOVariant.load(tmp_path / "model", env=make_env())
+    assert isinstance(loaded, RecurrentPPOVariant) and isinstance(loaded.objective, AdaptiveKLPenalty)
+    assert loaded.kl_coef == beta
+    seen = []
+    original_loss = loaded.objective.loss
+    loaded.objective.loss = lambda batch: seen.append(loaded.objective.kl_coef) or original_loss(batch)
+    loaded.learn(32, reset_num_timesteps=False)
+    assert seen[0] == beta
+    assert loaded.num_timesteps == 4 * 32
+
+
+class NotAnEnv:
+    """Creating a model with this env would fail; every check must fire before the env is touched."""
+
+
+@pytest.mark.parametrize("policy", ["MlpPolicy", ActorCriticPolicy])
+def test_non_recurrent_policy_is_rejected(policy):
+    with pytest.raises((TypeError, ValueError), match="recurrent"):
+        RecurrentPPOVariant(policy, NotAnEnv())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "kwargs, exception, fragment",
+    [
+        ({"clip_range": -1}, ValueError, "clip_range"),
+        ({"kl_coef": math.nan}, ValueError, "kl_coef"),
+        ({"objective": "klpen"}, ValueError, "objective"),
+        ({"kl_target": 0.0}, ValueError, "kl_target"),
+        ({"batch_size": 1}, ValueError, "batch_size"),
+        ({"n_epochs": 0}, ValueError, "n_epochs"),
+    ],
+)
+def test_bad_argument(kwargs, exception, fragment):
+    with pytest.raises(exception, match=fragment):
+        RecurrentPPOVariant("MlpLstmPolicy", NotAnEnv(), **kwargs)  # type: ignore[arg-type]
