@@ -340,6 +340,7 @@ class FlatAdam:
         self.exp_avg_sqs = self._views(self.exp_avg_sq, sizes)
         self.denoms = self._views(self.denom, sizes)
         self.norm_grads = [self.grads[i] for i in self.norm_order]
+        self._initialize = False  # the optimizer has no state yet: create it at the first step
 
     def _views(self, flat: th.Tensor, sizes: list[int]) -> list[th.Tensor]:
         return [view.view_as(p) for view, p in zip(th.split(flat, sizes), self.params, strict=True)]
@@ -361,6 +362,10 @@ class FlatAdam:
         :return: whether the flat step can run (``False``: the state is not one this class can hold, e.g. parameters
             with different step counts; the caller then uses the optimizer's own step)
         """
+        # load_state_dict() replaces the group dicts (the learning rate is then set on the new one)
+        self.group = self.optimizer.param_groups[0]
+        if [id(p) for p in self.group["params"]] != [id(p) for p in self.params]:
+            return False
         if not self._owns_state() and not self._adopt_state():
             return False
         for p, grad in zip(self.params, self.grads, strict=True):
@@ -372,27 +377,31 @@ class FlatAdam:
         state = self.optimizer.state
         entries = [state.get(p) for p in self.params]
         if all(not entry for entry in entries):
-            # Adam's lazy initialisation (_init_group), which this step would otherwise run: zero moments, step 0.
-            self.exp_avg.zero_()
-            self.exp_avg_sq.zero_()
-            self.steps.zero_()
-        else:
-            expected = {"step", "exp_avg", "exp_avg_sq"}
-            if any(not entry or set(entry) != expected for entry in entries):
-                return False
-            steps = [entry["step"] for entry in entries]  # type: ignore[index]
-            if any(not isinstance(s, th.Tensor) or s.dtype != th.float32 or s.device.type != "cpu" for s in steps):
-                return False
-            if len({float(s) for s in steps}) != 1:  # one shared counter: every parameter has had every step
-                return False
-            with th.no_grad():
-                for entry, exp_avg, exp_avg_sq in zip(entries, self.exp_avgs, self.exp_avg_sqs, strict=True):
-                    exp_avg.copy_(entry["exp_avg"])  # type: ignore[index]
-                    exp_avg_sq.copy_(entry["exp_avg_sq"])  # type: ignore[index]
-                self.steps.fill_(float(steps[0]))
+            # No step yet: Adam's lazy initialisation (_init_group) happens at the first flat step, so that an update
+            # that falls back to the optimizer's own step leaves the state as that step makes it.
+            self._initialize = True
+            return True
+        expected = {"step", "exp_avg", "exp_avg_sq"}
+        if any(not entry or set(entry) != expected for entry in entries):
+            return False
+        steps = [entry["step"] for entry in entries]  # type: ignore[index]
+        if any(not isinstance(s, th.Tensor) or s.dtype != th.float32 or s.device.type != "cpu" for s in steps):
+            return False
+        if len({float(s) for s in steps}) != 1:  # one shared counter: every parameter has had every step
+            return False
+        with th.no_grad():
+            for entry, exp_avg, exp_avg_sq in zip(entries, self.exp_avgs, self.exp_avg_sqs, strict=True):
+                exp_avg.copy_(entry["exp_avg"])  # type: ignore[index]
+                exp_avg_sq.copy_(entry["exp_avg_sq"])  # type: ignore[index]
+            self.steps.fill_(float(steps[0]))
+        self._install_state()
+        return True
+
+    def _install_state(self) -> None:
+        """Make the optimizer's state this object's views (same keys, in the order Adam creates them)."""
+        state = self.optimizer.state
         for index, (p, exp_avg, exp_avg_sq) in enumerate(zip(self.params, self.exp_avgs, self.exp_avg_sqs, strict=True)):
             state[p] = {"step": self.steps[index], "exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
-        return True
 
     def zero_grad(self) -> None:
         """``optimizer.zero_grad()``: the gradients become zeros (not ``None``), accumulated into in place."""
@@ -412,6 +421,12 @@ class FlatAdam:
         self.flat_grad.mul_(th.clamp(clip_coef, max=1.0))
 
         # _multi_tensor_adam without weight decay, amsgrad, maximize or capturable: the same operations and scalars
+        if self._initialize:  # _init_group's lazy initialisation: step 0, zero moments
+            self._initialize = False
+            self.exp_avg.zero_()
+            self.exp_avg_sq.zero_()
+            self.steps.zero_()
+            self._install_state()
         group = self.group
         beta1, beta2 = group["betas"]
         lr, eps = group["lr"], group["eps"]
