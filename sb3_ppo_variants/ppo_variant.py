@@ -1,5 +1,5 @@
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -441,7 +441,7 @@ class PPOVariant(OnPolicyAlgorithm):
             if not continue_training:
                 break
 
-    def _prepare_flat_adam(self, parameters: list[th.Tensor]) -> FlatAdam | None:
+    def _prepare_flat_adam(self, parameters: Sequence[th.Tensor]) -> FlatAdam | None:
         """
         :class:`~sb3_ppo_variants.update.FlatAdam` for this update, or ``None`` (SB3's ``clip_grad_norm_`` and
         ``optimizer.step()`` run): it needs the fast evaluation of the policy (whose graph reaches every parameter) and
@@ -455,9 +455,11 @@ class PPOVariant(OnPolicyAlgorithm):
         ):
             return None
         flat_adam = self._flat_adam
-        if flat_adam is None or flat_adam.optimizer is not optimizer or [id(p) for p in flat_adam.params] != [
-            id(p) for p in optimizer.param_groups[0]["params"]
-        ]:
+        if (
+            flat_adam is None
+            or flat_adam.optimizer is not optimizer
+            or [id(p) for p in flat_adam.params] != [id(p) for p in optimizer.param_groups[0]["params"]]
+        ):
             flat_adam = self._flat_adam = FlatAdam(optimizer, parameters)  # type: ignore[arg-type]
         return flat_adam if flat_adam.prepare() else None
 

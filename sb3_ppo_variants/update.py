@@ -47,7 +47,10 @@ from sb3_ppo_variants.rollout import Layer, _layers
 _FLAT_FIELDS = ("actions", "values", "log_probs", "advantages", "returns")
 
 
-def fast_minibatches(buffer: RolloutBuffer, batch_size: int | None) -> Iterator[RolloutBufferSamples | DictRolloutBufferSamples]:
+Minibatch = RolloutBufferSamples | DictRolloutBufferSamples
+
+
+def fast_minibatches(buffer: RolloutBuffer, batch_size: int | None) -> Iterator[Minibatch]:
     """
     ``buffer.get(batch_size)`` for SB3's own ``RolloutBuffer`` and ``DictRolloutBuffer`` (not subclasses, which may
     change ``get``/``_get_samples``): the same ``np.random.permutation`` draw at the same time (the first ``next()``),
@@ -66,7 +69,7 @@ def fast_minibatches(buffer: RolloutBuffer, batch_size: int | None) -> Iterator[
     if not buffer.generator_ready:
         # What get() does, in place on the buffer (its later state is SB3's).
         if is_dict:
-            for key, obs in buffer.observations.items():  # type: ignore[union-attr]
+            for key, obs in buffer.observations.items():  # type: ignore[attr-defined]
                 buffer.observations[key] = buffer.swap_and_flatten(obs)  # type: ignore[index]
         else:
             buffer.observations = buffer.swap_and_flatten(buffer.observations)
@@ -80,7 +83,7 @@ def fast_minibatches(buffer: RolloutBuffer, batch_size: int | None) -> Iterator[
         return th.as_tensor(array, device=device)  # shares memory on the CPU: nothing is copied here
 
     if is_dict:
-        observations: Any = {key: wrap(obs) for key, obs in buffer.observations.items()}  # type: ignore[union-attr]
+        observations: Any = {key: wrap(obs) for key, obs in buffer.observations.items()}  # type: ignore[attr-defined]
     else:
         observations = wrap(buffer.observations)  # type: ignore[arg-type]
     # _get_samples: actions cast to float32 (a no-op for a float32 buffer), the other fields flattened per minibatch
@@ -133,8 +136,9 @@ def _has_module_hooks(policy: nn.Module) -> bool:
     if any(len(hooks) > 0 for hooks in global_hooks):
         return True
     return any(
-        len(m._forward_pre_hooks) > 0 or len(m._forward_hooks) > 0 or len(m._backward_pre_hooks) > 0 or len(m._backward_hooks) > 0
+        len(hooks) > 0
         for m in policy.modules()
+        for hooks in (m._forward_pre_hooks, m._forward_hooks, m._backward_pre_hooks, m._backward_hooks)
     )
 
 
@@ -199,8 +203,10 @@ class FastPolicyEvaluator:
         self.flatten = len(policy.observation_space.shape or ()) != 1  # nn.Flatten of a (batch, n) tensor is itself
         self.pi_layers: list[Layer] = _layers(policy.mlp_extractor.policy_net)
         self.vf_layers: list[Layer] = _layers(policy.mlp_extractor.value_net)
-        self.action_weight, self.action_bias = policy.action_net.weight, policy.action_net.bias
-        self.value_weight, self.value_bias = policy.value_net.weight, policy.value_net.bias
+        action_net, value_net = policy.action_net, policy.value_net
+        assert isinstance(action_net, nn.Linear) and isinstance(value_net, nn.Linear)
+        self.action_weight, self.action_bias = action_net.weight, action_net.bias
+        self.value_weight, self.value_bias = value_net.weight, value_net.bias
 
     def _features(self, obs: th.Tensor) -> th.Tensor:
         features = obs.float()  # preprocess_obs of a non-image Box (a no-op for float32)
@@ -287,7 +293,8 @@ def flat_adam_unsupported_reason(optimizer: th.optim.Optimizer, parameters: Sequ
             return f"Adam with {key}={group.get(key)!r}"
     if group.get("fused"):
         return "fused Adam"
-    if any(isinstance(group.get(key), th.Tensor) for key in ("lr", "eps")) or any(isinstance(b, th.Tensor) for b in group["betas"]):
+    hyperparameters = [group.get("lr"), group.get("eps"), *group["betas"]]
+    if any(isinstance(value, th.Tensor) for value in hyperparameters):
         return "tensor hyperparameters"
     if _optimizer_hooks(optimizer) != 0:
         return "optimizer hooks"
@@ -299,7 +306,9 @@ def flat_adam_unsupported_reason(optimizer: th.optim.Optimizer, parameters: Sequ
     if len({id(p) for p in parameters}) != len(parameters):
         return "shared parameters"
     for p in parameters:
-        if not (p.requires_grad and p.dtype == th.float32 and p.device.type == "cpu" and p.is_contiguous() and not p.is_sparse):
+        if not (
+            p.requires_grad and p.dtype == th.float32 and p.device.type == "cpu" and p.is_contiguous() and not p.is_sparse
+        ):
             return "parameters other than dense, contiguous, trainable float32 CPU tensors"
     return None
 

@@ -34,13 +34,15 @@ FAST_CASES = {
             n_epochs=2,
             learning_rate=lambda p: 1e-3 * p,
             clip_range=lambda p: 0.3 * p,
-            policy_kwargs=dict(
-                net_arch=dict(pi=[32, 16], vf=[24]), activation_fn=th.nn.ReLU, share_features_extractor=False
-            ),
+            policy_kwargs=dict(net_arch=dict(pi=[32, 16], vf=[24]), activation_fn=th.nn.ReLU, share_features_extractor=False),
         ),
     ),
     # early stopping on the approximate KL
-    "cartpole_target_kl": ("CartPole-v1", 1, dict(n_steps=128, batch_size=32, n_epochs=10, learning_rate=3e-3, target_kl=0.002)),
+    "cartpole_target_kl": (
+        "CartPole-v1",
+        1,
+        dict(n_steps=128, batch_size=32, n_epochs=10, learning_rate=3e-3, target_kl=0.002),
+    ),
     # the whole rollout as one minibatch
     "pendulum_full_batch": ("Pendulum-v1", 2, dict(n_steps=64, batch_size=128, n_epochs=4)),
 }
@@ -184,12 +186,16 @@ class ReloadOptimizer(BaseCallback):
 
     def _on_rollout_end(self) -> None:
         optimizer = self.model.policy.optimizer
-        optimizer.load_state_dict({"state": clone_tensors(optimizer.state_dict()["state"]), "param_groups": optimizer.state_dict()["param_groups"]})
+        optimizer.load_state_dict(
+            {"state": clone_tensors(optimizer.state_dict()["state"]), "param_groups": optimizer.state_dict()["param_groups"]}
+        )
 
 
 def test_replaced_optimizer_state_is_adopted():
     """load_state_dict replaces Adam's state tensors: the next update adopts them, and training stays SB3's."""
-    sb3_ppo, variant = train_pair("CartPole-v1", 1, dict(n_steps=64, batch_size=32, n_epochs=2), updates=4, callback=ReloadOptimizer)
+    sb3_ppo, variant = train_pair(
+        "CartPole-v1", 1, dict(n_steps=64, batch_size=32, n_epochs=2), updates=4, callback=ReloadOptimizer
+    )
     assert_fast_update_ran(variant)
     assert_same_training_state(variant, sb3_ppo)
 
@@ -237,5 +243,7 @@ def test_adam_kernels_do_not_depend_on_position(seed):
     }
     for name, operation in operations.items():
         flat = operation(param.clone(), exp_avg.clone(), exp_avg_sq.clone(), grad.clone())
-        per_tensor = [operation(*tensors) for tensors in zip(parts(param), parts(exp_avg), parts(exp_avg_sq), parts(grad))]
+        per_tensor = [
+            operation(*tensors) for tensors in zip(parts(param), parts(exp_avg), parts(exp_avg_sq), parts(grad), strict=True)
+        ]
         assert th.equal(flat, th.cat(per_tensor)), name
