@@ -17,7 +17,9 @@ Phases (wall-clock, medians over the repeats; runs interleaved in one process, 1
   timeout bootstrapping, the advantage computation);
 - ``update``: ``train()``.
 
-"clip (SB3 loop)" is PPOVariant with ``fast_rollout=False``: SB3's ``collect_rollouts`` with PPOVariant's update.
+"clip (SB3 loop)" is PPOVariant with ``fast_rollout=False``: SB3's ``collect_rollouts`` with PPOVariant's update;
+"clip (SB3 update)" is PPOVariant with ``fast_update=False``: the fast rollout loop with SB3's minibatch sampling,
+``evaluate_actions``, ``clip_grad_norm_`` and ``optimizer.step()`` in PPOVariant's update.
 Machines are noisy: compare columns of one run, not runs. ``total CPU`` is the process CPU time of ``learn()``.
 """
 
@@ -30,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch as th
-from common import make_model, zoo_ppo_hyperparams
+from common import make_model, save_results, versions, zoo_ppo_hyperparams
 
 from sb3_ppo_variants import rollout
 
@@ -40,8 +42,13 @@ SETUPS = {
     # rl-zoo's hyperparameters, 8 envs
     "CartPole-v1": (lambda: zoo_ppo_hyperparams("CartPole-v1"), 20_480),
 }
-VARIANTS = ("sb3_ppo", "clip_sb3_loop", "clip")
-LABELS = {"sb3_ppo": "SB3 PPO", "clip_sb3_loop": "clip (SB3 loop)", "clip": "clip"}
+VARIANTS = ("sb3_ppo", "clip_sb3_loop", "clip_sb3_update", "clip")
+LABELS = {
+    "sb3_ppo": "SB3 PPO",
+    "clip_sb3_loop": "clip (SB3 loop)",
+    "clip_sb3_update": "clip (SB3 update)",
+    "clip": "clip",
+}
 PHASES = ("rollout", "env", "forward", "bookkeeping", "update")
 
 
@@ -60,9 +67,11 @@ def timed(function: Callable[..., Any], totals: dict[str, float], phase: str) ->
 
 def profile_run(variant: str, env_id: str, hyperparams: dict[str, Any], steps: int, seed: int) -> dict[str, float]:
     """One ``learn(steps)``, instrumented: seconds per phase, and the total wall-clock and CPU time."""
-    model = make_model("clip" if variant == "clip_sb3_loop" else variant, env_id, hyperparams, seed=seed)
+    model = make_model("clip" if variant.startswith("clip") else variant, env_id, hyperparams, seed=seed)
     if variant == "clip_sb3_loop":
         model.fast_rollout = False
+    if variant == "clip_sb3_update":
+        model.fast_update = False
     totals: dict[str, float] = defaultdict(float)
     for sub_env in model.env.envs:  # DummyVecEnv: the environments themselves, Monitor included
         sub_env.step = timed(sub_env.step, totals, "env")
@@ -113,6 +122,8 @@ def main() -> None:
             cells = " | ".join(f"{medians[variant][c]:.0f}" for c in columns)
             ratio = medians[variant]["total"] / medians["sb3_ppo"]["total"]
             lines.append(f"| {env_id} | {LABELS[variant]} | {cells} | {ratio:.3f} |")
+    lines += ["", f"Versions: {versions()}", ""]
+    save_results("profile_phases", {"repeats": args.repeats, "versions": versions(), "runs": runs}, "\n".join(lines))
     print("\n".join(lines))
 
 

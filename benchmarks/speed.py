@@ -127,7 +127,14 @@ def main() -> None:
         help="a subset (sb3_ppo and clip always run)",
     )
     parser.add_argument("--suite", choices=("ppo", "contrib"), default="ppo", help="contrib: the sb3-contrib variants")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="fraction of each setup's steps to run (shorter runs on a busy machine; learn() completes whole rollouts)",
+    )
     args = parser.parse_args()
+    setups = {env_id: (hyperparams, max(1, round(steps * args.scale))) for env_id, (hyperparams, steps) in SETUPS.items()}
     th.set_num_threads(1)  # one core per run, as SB3 recommends for MLP policies on CPU
     if args.suite == "contrib":
         contrib_main(args.repeats)
@@ -137,7 +144,7 @@ def main() -> None:
     seconds: dict[str, dict[str, list[float]]] = {env: {v: [] for v in speed_variants} for env in SETUPS}
     cpu_seconds: dict[str, dict[str, list[float]]] = {env: {v: [] for v in speed_variants} for env in SETUPS}
     for repeat in range(args.repeats):
-        for env_id, (hyperparams, steps) in SETUPS.items():
+        for env_id, (hyperparams, steps) in setups.items():
             variants = list(speed_variants)
             order.shuffle(variants)  # interleaved, in a different order each repeat
             for variant in variants:
@@ -148,16 +155,17 @@ def main() -> None:
                 cpu_seconds[env_id][variant].append(time.process_time() - cpu_start)
                 print(f"repeat {repeat} {env_id:12s} {variant:12s} {steps / seconds[env_id][variant][-1]:7.0f} steps/s")
 
-    results = {"repeats": args.repeats, "versions": versions(), "envs": {}}
+    results = {"repeats": args.repeats, "scale": args.scale, "versions": versions(), "envs": {}}
     lines = [
         "# Speed: PPOVariant vs SB3 PPO",
         "",
-        f"`python benchmarks/speed.py --repeats {args.repeats}`; 1 torch thread; median wall-clock of `learn()` per run.",
+        f"`python benchmarks/speed.py --repeats {args.repeats} --scale {args.scale}`; 1 torch thread; median wall-clock "
+        "of `learn()` per run.",
         "",
         "| env | steps | variant | steps/s | time / SB3 PPO | time / clip | CPU time / SB3 PPO | CPU time / clip |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for env_id, (_, steps) in SETUPS.items():
+    for env_id, (_, steps) in setups.items():
         median = {variant: float(np.median(times)) for variant, times in seconds[env_id].items()}
         cpu = {variant: float(np.median(times)) for variant, times in cpu_seconds[env_id].items()}
         results["envs"][env_id] = {

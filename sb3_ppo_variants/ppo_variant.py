@@ -1,5 +1,5 @@
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -23,6 +23,15 @@ from sb3_ppo_variants.masking import masked_mean, normalize_advantages, zero_inv
 from sb3_ppo_variants.objectives import PolicyBatch, SurrogateObjective, check_objective, make_objective
 from sb3_ppo_variants.old_policy import OldPolicy
 from sb3_ppo_variants.rollout import collect_rollouts
+from sb3_ppo_variants.update import (
+    FastPolicyEvaluator,
+    FlatAdam,
+    fast_evaluation_unsupported_reason,
+    fast_minibatches,
+    fast_minibatches_supported,
+    flat_adam_unsupported_reason,
+    graph_reaches_all,
+)
 from sb3_ppo_variants.update_stats import NonFiniteLossError, UpdateStats
 
 SelfPPOVariant = TypeVar("SelfPPOVariant", bound="PPOVariant")
@@ -134,6 +143,10 @@ class PPOVariant(OnPolicyAlgorithm):
     #: Collect rollouts with the fast loop of :mod:`sb3_ppo_variants.rollout` where it applies (same results as SB3's
     #: loop); ``False`` always runs SB3's ``collect_rollouts``. A class attribute, so it is not saved with a model.
     fast_rollout: ClassVar[bool] = True
+    #: Run the update with the fast paths of :mod:`sb3_ppo_variants.update` where they apply (same results as SB3's
+    #: code); ``False`` always runs SB3's minibatch sampling, ``evaluate_actions``, ``clip_grad_norm_`` and
+    #: ``optimizer.step()``. A class attribute, so it is not saved with a model.
+    fast_update: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -306,9 +319,12 @@ class PPOVariant(OnPolicyAlgorithm):
         # π_old's frozen copy is made at the first update that needs it (never saved: it is rebuilt from the policy).
         self._old_policy: OldPolicy | None = None
         self._kl_is_estimate = False
+        # The update's fast paths (never saved): evaluators per policy, by id, for the current update; the flat Adam.
+        self._evaluators: dict[int, FastPolicyEvaluator | None] = {}
+        self._flat_adam: FlatAdam | None = None
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_old_policy"]
+        return [*super()._excluded_save_params(), "_old_policy", "_evaluators", "_flat_adam"]
 
     @property
     def kl_coef(self) -> float:
@@ -344,6 +360,8 @@ class PPOVariant(OnPolicyAlgorithm):
         The update is all-or-nothing: if it fails (a non-finite loss, or any exception) the policy and optimizer are
         restored to their state before it.
         """
+        # Which fast paths apply is decided again at every update (the policy or optimizer may have been replaced).
+        self._evaluators = {}
         # π_old, frozen for the whole update; only objectives (or the diagnostic) that use the KL pay for it.
         old_policy = self._capture_old_policy() if self._measures_kl else None
         last_good_state = clone_tensors((self.policy.state_dict(), self.policy.optimizer.state_dict()))
@@ -387,6 +405,9 @@ class PPOVariant(OnPolicyAlgorithm):
         self, stats: UpdateStats, old_policy: OldPolicy | None, clip_range: float, clip_range_vf: float | None
     ) -> None:
         """The ``n_epochs`` passes of minibatch gradient steps, recording each minibatch's loss terms in ``stats``."""
+        parameters = list(self.policy.parameters())  # once per update: parameters() walks every module
+        flat_adam = self._prepare_flat_adam(parameters)
+        check_graph = flat_adam is not None  # on the first minibatch
         continue_training = True
         for epoch in range(self.n_epochs):
             for rollout_data in self._minibatches(self.batch_size):
@@ -402,14 +423,53 @@ class PPOVariant(OnPolicyAlgorithm):
                         print(f"Early stopping at step {epoch} due to reaching max kl: {terms['approx_kl'].item():.2f}")
                     break
 
-                self.policy.optimizer.zero_grad()
-                loss.backward()
-                stats.gradient_norms.append(th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm))
-                self.policy.optimizer.step()
+                if check_graph:
+                    check_graph = False
+                    if not graph_reaches_all(loss, parameters):  # SB3 would skip parameters without a gradient
+                        flat_adam = None
+                if flat_adam is not None:
+                    flat_adam.zero_grad()
+                    loss.backward()
+                    stats.gradient_norms.append(flat_adam.clip_and_step(self.max_grad_norm))
+                else:
+                    self.policy.optimizer.zero_grad()
+                    loss.backward()
+                    stats.gradient_norms.append(th.nn.utils.clip_grad_norm_(parameters, self.max_grad_norm))
+                    self.policy.optimizer.step()
 
             self._n_updates += 1
             if not continue_training:
                 break
+
+    def _prepare_flat_adam(self, parameters: Sequence[th.Tensor]) -> FlatAdam | None:
+        """
+        :class:`~sb3_ppo_variants.update.FlatAdam` for this update, or ``None`` (SB3's ``clip_grad_norm_`` and
+        ``optimizer.step()`` run): it needs the fast evaluation of the policy (whose graph reaches every parameter) and
+        a plain Adam over exactly the policy's parameters.
+        """
+        optimizer = self.policy.optimizer
+        if (
+            not self.fast_update
+            or self._fast_evaluator(self.policy) is None
+            or flat_adam_unsupported_reason(optimizer, parameters) is not None
+        ):
+            return None
+        flat_adam = self._flat_adam
+        if (
+            flat_adam is None
+            or flat_adam.optimizer is not optimizer
+            or [id(p) for p in flat_adam.params] != [id(p) for p in optimizer.param_groups[0]["params"]]
+        ):
+            flat_adam = self._flat_adam = FlatAdam(optimizer, parameters)  # type: ignore[arg-type]
+        return flat_adam if flat_adam.prepare() else None
+
+    def _fast_evaluator(self, policy: BasePolicy) -> FastPolicyEvaluator | None:
+        """The fast evaluation of ``policy`` for this update, or ``None`` where SB3's own methods must run."""
+        key = id(policy)
+        if key not in self._evaluators:
+            supported = self.fast_update and fast_evaluation_unsupported_reason(policy, self.use_sde) is None
+            self._evaluators[key] = FastPolicyEvaluator(policy) if supported else None  # type: ignore[arg-type]
+        return self._evaluators[key]
 
     def _minibatch_loss(
         self,
@@ -556,8 +616,11 @@ class PPOVariant(OnPolicyAlgorithm):
     def _minibatches(self, batch_size: int) -> Iterator[Any]:
         """
         Extension point: the minibatches of one epoch, drawn from the full rollout buffer. The default is SB3's
-        ``rollout_buffer.get(batch_size)`` (a new random permutation from NumPy's global generator each epoch).
+        ``rollout_buffer.get(batch_size)`` (a new random permutation from NumPy's global generator each epoch), or the
+        same minibatches with less overhead for SB3's own buffer classes (:func:`~sb3_ppo_variants.update.fast_minibatches`).
         """
+        if self.fast_update and fast_minibatches_supported(self.rollout_buffer):
+            return fast_minibatches(self.rollout_buffer, batch_size)
         return self.rollout_buffer.get(batch_size)
 
     def _valid_mask(self, rollout_data: Any) -> th.Tensor | None:
@@ -573,6 +636,9 @@ class PPOVariant(OnPolicyAlgorithm):
         Extension point: π_θ and V on one minibatch, with gradients: values, log π_θ(a|s) of the taken actions, the
         entropy (``None`` without a closed form) and π_θ's distribution.
         """
+        evaluator = self._fast_evaluator(self.policy)
+        if evaluator is not None:  # the same operations without module calls (sb3_ppo_variants.update)
+            return evaluator.evaluate(rollout_data.observations, actions)
         values, log_prob, entropy = self.policy.evaluate_actions(rollout_data.observations, actions)
         # SB3 distributions are filled in place: evaluate_actions() left π_θ for this minibatch in policy.action_dist,
         # so the KL needs no second forward pass.
@@ -583,6 +649,9 @@ class PPOVariant(OnPolicyAlgorithm):
         Extension point: the action distribution of ``policy`` (π_old's frozen copy, or π_θ when d is measured) on
         one minibatch, with the same inputs as :meth:`_evaluate_actions`.
         """
+        evaluator = self._fast_evaluator(policy)
+        if evaluator is not None:
+            return evaluator.distribution(rollout_data.observations)
         return policy.get_distribution(rollout_data.observations)  # type: ignore[attr-defined, operator]
 
     def _restore(self, state: tuple[dict[str, Any], dict[str, Any]]) -> None:

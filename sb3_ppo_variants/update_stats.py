@@ -28,7 +28,8 @@ class UpdateStats:
         if not self.names:
             self.names = list(values)
         self._epochs.append(epoch)
-        self._rows.append(th.stack([value.detach() for value in values.values()]))
+        with th.no_grad():  # a detached copy of the values (one stack instead of a detach per value)
+            self._rows.append(th.stack(list(values.values())))
 
     def __len__(self) -> int:
         return len(self._rows)

@@ -1,0 +1,481 @@
+"""
+A faster PPO update with the same results as SB3 PPO's ``train()``.
+
+On an MLP policy, most of an update's time is per-call overhead, not arithmetic: ``nn.Module.__call__``, torch
+``Distribution`` objects with argument validation, ``RolloutBuffer._get_samples`` converting six arrays per minibatch,
+``clip_grad_norm_`` walking the modules for ``parameters()``, and the CPU optimizer running one kernel per parameter
+tensor for each of its eight operations. Three pieces here remove that overhead and keep every number:
+
+- :func:`fast_minibatches`: ``RolloutBuffer.get()`` (and ``DictRolloutBuffer.get()``) with the same permutation from
+  NumPy's global generator, the same slicing and the same tensors, indexed from tensors that share the buffer's memory.
+- :class:`FastPolicyEvaluator`: ``ActorCriticPolicy.evaluate_actions`` / ``get_distribution`` with the same torch
+  operations in the same order (so the same autograd graph and gradients), without module calls or argument
+  validation. The SB3 distribution object is filled as SB3 fills it, so the exact KL code reads it unchanged.
+- :class:`FlatAdam`: ``optimizer.zero_grad()``, ``clip_grad_norm_`` and ``Adam.step()`` on gradients and moments kept
+  in one flat buffer each (the per-parameter tensors are views into them): each element-wise step of Adam is one kernel
+  instead of one per parameter tensor. Element-wise CPU kernels compute each element independently of its position in
+  the tensor (``tests/test_parity_update.py`` checks it op by op), so the moments and parameters are SB3's.
+
+Each piece checks the cases it covers and the update falls back to SB3's code for everything else.
+"""
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
+from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution, Distribution
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.torch_layers import FlattenExtractor, MlpExtractor
+from stable_baselines3.common.type_aliases import DictRolloutBufferSamples, RolloutBufferSamples
+from torch import nn
+from torch.distributions import Categorical, Normal
+from torch.nn import functional as F
+from torch.nn.modules import module as torch_module
+from torch.optim import optimizer as torch_optimizer
+
+from sb3_ppo_variants.rollout import Layer, _layers
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Minibatches
+# ----------------------------------------------------------------------------------------------------------------------
+
+#: The buffer arrays that RolloutBuffer.get() flattens, besides the observations.
+_FLAT_FIELDS = ("actions", "values", "log_probs", "advantages", "returns")
+
+
+Minibatch = RolloutBufferSamples | DictRolloutBufferSamples
+
+
+def fast_minibatches(buffer: RolloutBuffer, batch_size: int | None) -> Iterator[Minibatch]:
+    """
+    ``buffer.get(batch_size)`` for SB3's own ``RolloutBuffer`` and ``DictRolloutBuffer`` (not subclasses, which may
+    change ``get``/``_get_samples``): the same ``np.random.permutation`` draw at the same time (the first ``next()``),
+    the same in-place flattening of the buffer, the same slices, and tensors of the same dtypes, shapes and values.
+    Only the conversions differ: the buffer's arrays are wrapped as tensors (no copy) and each minibatch is gathered
+    with ``index_select`` instead of NumPy fancy indexing followed by ``th.tensor``.
+
+    :param buffer: a full buffer of exactly ``RolloutBuffer`` or ``DictRolloutBuffer``
+    :param batch_size: minibatch size; ``None``: the whole buffer as one minibatch
+    :return: a generator of ``RolloutBufferSamples`` (``DictRolloutBufferSamples`` for a ``DictRolloutBuffer``)
+    """
+    assert buffer.full, ""
+    n_samples = buffer.buffer_size * buffer.n_envs
+    indices = np.random.permutation(n_samples)
+    is_dict = isinstance(buffer, DictRolloutBuffer)
+    if not buffer.generator_ready:
+        # What get() does, in place on the buffer (its later state is SB3's).
+        if is_dict:
+            for key, obs in buffer.observations.items():  # type: ignore[attr-defined]
+                buffer.observations[key] = buffer.swap_and_flatten(obs)  # type: ignore[index]
+        else:
+            buffer.observations = buffer.swap_and_flatten(buffer.observations)
+        for name in _FLAT_FIELDS:
+            buffer.__dict__[name] = buffer.swap_and_flatten(buffer.__dict__[name])
+        buffer.generator_ready = True
+
+    device = buffer.device
+
+    def wrap(array: np.ndarray) -> th.Tensor:
+        return th.as_tensor(array, device=device)  # shares memory on the CPU: nothing is copied here
+
+    if is_dict:
+        observations: Any = {key: wrap(obs) for key, obs in buffer.observations.items()}  # type: ignore[attr-defined]
+    else:
+        observations = wrap(buffer.observations)  # type: ignore[arg-type]
+    # _get_samples: actions cast to float32 (a no-op for a float32 buffer), the other fields flattened per minibatch
+    actions = wrap(buffer.actions.astype(np.float32, copy=False))
+    values, log_probs, advantages, returns = (wrap(buffer.__dict__[name]).reshape(-1) for name in _FLAT_FIELDS[1:])
+    if batch_size is None:
+        batch_size = n_samples
+    all_indices = th.from_numpy(indices).to(device)
+    for start in range(0, n_samples, batch_size):
+        batch = all_indices[start : start + batch_size]
+        if is_dict:
+            batch_observations: Any = {key: obs.index_select(0, batch) for key, obs in observations.items()}
+            yield DictRolloutBufferSamples(
+                batch_observations,
+                actions.index_select(0, batch),
+                values.index_select(0, batch),
+                log_probs.index_select(0, batch),
+                advantages.index_select(0, batch),
+                returns.index_select(0, batch),
+            )
+        else:
+            yield RolloutBufferSamples(
+                observations.index_select(0, batch),
+                actions.index_select(0, batch),
+                values.index_select(0, batch),
+                log_probs.index_select(0, batch),
+                advantages.index_select(0, batch),
+                returns.index_select(0, batch),
+            )
+
+
+def fast_minibatches_supported(buffer: Any) -> bool:
+    """Whether :func:`fast_minibatches` gives ``buffer.get()``'s minibatches: SB3's own buffer classes only."""
+    return type(buffer) in (RolloutBuffer, DictRolloutBuffer)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Policy evaluation
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _has_module_hooks(policy: nn.Module) -> bool:
+    """Whether a forward or backward hook (global, or on a module of ``policy``) would run in ``nn.Module.__call__``."""
+    global_hooks = (
+        torch_module._global_forward_pre_hooks,
+        torch_module._global_forward_hooks,
+        torch_module._global_backward_pre_hooks,
+        torch_module._global_backward_hooks,
+    )
+    if any(len(hooks) > 0 for hooks in global_hooks):
+        return True
+    return any(
+        len(hooks) > 0
+        for m in policy.modules()
+        for hooks in (m._forward_pre_hooks, m._forward_hooks, m._backward_pre_hooks, m._backward_hooks)
+    )
+
+
+def fast_evaluation_unsupported_reason(policy: Any, use_sde: bool) -> str | None:
+    """
+    Why :class:`FastPolicyEvaluator` cannot stand in for ``policy``'s ``evaluate_actions``/``get_distribution``, or
+    ``None`` when it can. The cases are the fast rollout loop's (:mod:`sb3_ppo_variants.rollout`): SB3's
+    ``ActorCriticPolicy`` itself on the CPU, a non-image ``Box`` observation space with ``FlattenExtractor``, SB3's
+    ``MlpExtractor``, a diagonal Gaussian (not squashed) or categorical action distribution, no gSDE, no module hooks.
+
+    :param policy: the policy (the one being trained, or π_old's frozen copy)
+    :param use_sde: whether the algorithm uses gSDE
+    :return: a short reason, or ``None``
+    """
+    if type(policy) is not ActorCriticPolicy:  # subclasses may change evaluate_actions()
+        return f"policy class {type(policy).__name__} (only ActorCriticPolicy/MlpPolicy)"
+    if use_sde:
+        return "gSDE"
+    if policy.device.type != "cpu":
+        return f"device {policy.device}"
+    observation_space = policy.observation_space
+    if not isinstance(observation_space, spaces.Box) or (policy.normalize_images and is_image_space(observation_space)):
+        return f"observation space {observation_space}"
+    extractors = (
+        [policy.features_extractor]
+        if policy.share_features_extractor
+        else [policy.pi_features_extractor, policy.vf_features_extractor]
+    )
+    if any(type(extractor) is not FlattenExtractor for extractor in extractors):
+        return "features extractor other than FlattenExtractor"
+    if type(policy.mlp_extractor) is not MlpExtractor:
+        return f"mlp extractor {type(policy.mlp_extractor).__name__}"
+    if type(policy.action_dist) not in (DiagGaussianDistribution, CategoricalDistribution):
+        return f"action distribution {type(policy.action_dist).__name__}"
+    if isinstance(policy.action_space, spaces.Box) and policy.squash_output:
+        return "squashed actions"
+    if not (isinstance(policy.action_net, nn.Linear) and isinstance(policy.value_net, nn.Linear)):
+        return "action or value head other than nn.Linear"
+    if _has_module_hooks(policy):
+        return "module hooks on the policy"
+    return None
+
+
+class FastPolicyEvaluator:
+    """
+    ``ActorCriticPolicy.evaluate_actions`` and ``get_distribution`` without module calls or distribution argument
+    validation: the same torch operations, created in the same order, so values, log-probabilities, entropies and the
+    autograd graph (hence the gradients) are SB3's.
+
+    The layers are bound to the policy's parameter tensors, which the optimizer and ``load_state_dict`` update in
+    place. SB3 checks the distribution's arguments at every call and raises ``ValueError`` on NaN; here a NaN flows
+    into the loss, which ``PPOVariant`` reports as :class:`~sb3_ppo_variants.update_stats.NonFiniteLossError` and
+    undoes at the end of the update.
+
+    :param policy: a policy accepted by :func:`fast_evaluation_unsupported_reason`
+    """
+
+    def __init__(self, policy: ActorCriticPolicy):
+        self.action_dist: Distribution = policy.action_dist
+        self.gaussian = isinstance(self.action_dist, DiagGaussianDistribution)
+        self.log_std: th.Tensor | None = policy.log_std if self.gaussian else None
+        self.flatten = len(policy.observation_space.shape or ()) != 1  # nn.Flatten of a (batch, n) tensor is itself
+        self.pi_layers: list[Layer] = _layers(policy.mlp_extractor.policy_net)
+        self.vf_layers: list[Layer] = _layers(policy.mlp_extractor.value_net)
+        action_net, value_net = policy.action_net, policy.value_net
+        assert isinstance(action_net, nn.Linear) and isinstance(value_net, nn.Linear)
+        self.action_weight, self.action_bias = action_net.weight, action_net.bias
+        self.value_weight, self.value_bias = value_net.weight, value_net.bias
+
+    def _features(self, obs: th.Tensor) -> th.Tensor:
+        features = obs.float()  # preprocess_obs of a non-image Box (a no-op for float32)
+        return features.flatten(1) if self.flatten else features  # FlattenExtractor
+
+    def _latent_pi(self, features: th.Tensor) -> th.Tensor:
+        for layer in self.pi_layers:
+            features = layer(features)
+        return features
+
+    def _fill(self, latent_pi: th.Tensor) -> Distribution:
+        """``_get_action_dist_from_latent``: the action head, then the distribution as SB3 builds it (unvalidated)."""
+        mean_actions = F.linear(latent_pi, self.action_weight, self.action_bias)
+        if self.gaussian:
+            assert self.log_std is not None
+            action_std = th.ones_like(mean_actions) * self.log_std.exp()  # DiagGaussianDistribution.proba_distribution
+            self.action_dist.distribution = Normal(mean_actions, action_std, validate_args=False)
+        else:
+            self.action_dist.distribution = Categorical(logits=mean_actions, validate_args=False)
+        return self.action_dist
+
+    def evaluate(self, obs: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor, Distribution]:
+        """
+        ``policy.evaluate_actions(obs, actions)``, plus the filled distribution (``policy.action_dist``).
+
+        :param obs: a minibatch of observations
+        :param actions: the taken actions (long and flat for ``Discrete``), as ``evaluate_actions`` takes them
+        :return: values, log-probabilities, entropies, π_θ
+        """
+        features = self._features(obs)
+        # mlp_extractor(features): actor, then critic
+        latent_pi = self._latent_pi(features)
+        latent_vf = features
+        for layer in self.vf_layers:
+            latent_vf = layer(latent_vf)
+        distribution = self._fill(latent_pi)
+        log_prob = distribution.log_prob(actions)
+        values = F.linear(latent_vf, self.value_weight, self.value_bias)
+        entropy = distribution.entropy()
+        assert entropy is not None  # both distributions have a closed form
+        return values, log_prob, entropy, distribution
+
+    def distribution(self, obs: th.Tensor) -> Distribution:
+        """``policy.get_distribution(obs)``."""
+        return self._fill(self._latent_pi(self._features(obs)))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Gradient clipping and Adam
+# ----------------------------------------------------------------------------------------------------------------------
+
+#: Adam settings under which Adam's step is the arithmetic that FlatAdam runs (torch's defaults, and SB3's but eps).
+_PLAIN_ADAM = {"amsgrad": False, "maximize": False, "weight_decay": 0.0, "capturable": False, "differentiable": False}
+
+
+def _optimizer_hooks(optimizer: th.optim.Optimizer) -> int:
+    """Number of step hooks that ``optimizer.step()`` would run (-1 if this torch version keeps them elsewhere)."""
+    try:
+        return (
+            len(optimizer._optimizer_step_pre_hooks)
+            + len(optimizer._optimizer_step_post_hooks)
+            + len(torch_optimizer._global_optimizer_pre_hooks)
+            + len(torch_optimizer._global_optimizer_post_hooks)
+        )
+    except AttributeError:  # pragma: no cover - other torch versions
+        return -1
+
+
+def flat_adam_unsupported_reason(optimizer: th.optim.Optimizer, parameters: Sequence[th.Tensor]) -> str | None:
+    """
+    Why :class:`FlatAdam` cannot stand in for ``clip_grad_norm_(parameters)`` and ``optimizer.step()``, or ``None``.
+
+    :param optimizer: the policy's optimizer
+    :param parameters: the policy's parameters, in ``policy.parameters()`` order
+    :return: a short reason, or ``None``
+    """
+    if type(optimizer) is not th.optim.Adam:
+        return f"optimizer {type(optimizer).__name__} (only torch.optim.Adam)"
+    if len(optimizer.param_groups) != 1:
+        return "several parameter groups"
+    group = optimizer.param_groups[0]
+    for key, value in _PLAIN_ADAM.items():
+        if group.get(key, value) != value:
+            return f"Adam with {key}={group.get(key)!r}"
+    if group.get("fused"):
+        return "fused Adam"
+    hyperparameters = [group.get("lr"), group.get("eps"), *group["betas"]]
+    if any(isinstance(value, th.Tensor) for value in hyperparameters):
+        return "tensor hyperparameters"
+    if _optimizer_hooks(optimizer) != 0:
+        return "optimizer hooks"
+    if getattr(optimizer, "grad_scale", None) is not None or getattr(optimizer, "found_inf", None) is not None:
+        return "grad scaling"
+    group_params = group["params"]
+    if len(group_params) != len(parameters) or {id(p) for p in group_params} != {id(p) for p in parameters}:
+        return "the optimizer does not hold exactly the policy's parameters"
+    if len({id(p) for p in parameters}) != len(parameters):
+        return "shared parameters"
+    for p in parameters:
+        if not (
+            p.requires_grad and p.dtype == th.float32 and p.device.type == "cpu" and p.is_contiguous() and not p.is_sparse
+        ):
+            return "parameters other than dense, contiguous, trainable float32 CPU tensors"
+    return None
+
+
+class FlatAdam:
+    """
+    ``optimizer.zero_grad()``, ``clip_grad_norm_(parameters, max_norm)`` and ``optimizer.step()`` of a plain
+    ``torch.optim.Adam`` (see :func:`flat_adam_unsupported_reason`), with Adam's arithmetic run on flat buffers.
+
+    The gradients (``p.grad``), Adam's moments (``state["exp_avg"]``, ``state["exp_avg_sq"]``) and step counters
+    (``state["step"]``) are views into one flat tensor each, so each element-wise operation of Adam is one kernel. The
+    operations, their order and their scalars are those of torch's ``_multi_tensor_adam`` (which equals its
+    single-tensor Adam, SB3's default on the CPU); the gradient norm is ``clip_grad_norm_``'s, computed on the same
+    per-parameter gradients in ``policy.parameters()`` order. The optimizer state stays an ordinary Adam state: the
+    optimizer's own ``step()``, ``state_dict()`` and ``load_state_dict()`` work on it.
+
+    Gradients accumulate into the zeroed flat buffer (``0 + g``) instead of being fresh tensors: the same values,
+    except that an exactly-zero gradient element is ``+0.0`` where SB3 may have ``-0.0``, which changes no later value.
+
+    :param optimizer: the policy's Adam
+    :param parameters: the policy's parameters, in ``policy.parameters()`` order
+    """
+
+    def __init__(self, optimizer: th.optim.Adam, parameters: Sequence[th.Tensor]):
+        self.optimizer = optimizer
+        self.group = optimizer.param_groups[0]
+        self.params: list[th.Tensor] = list(self.group["params"])  # the flat layout follows the optimizer's order
+        self.norm_order: list[int] = [[id(p) for p in self.params].index(id(p)) for p in parameters]
+        sizes = [p.numel() for p in self.params]
+        total = sum(sizes)
+        self.flat_grad = th.zeros(total)
+        self.exp_avg = th.zeros(total)
+        self.exp_avg_sq = th.zeros(total)
+        self.denom = th.empty(total)
+        self.steps = th.zeros(len(self.params))
+        self.grads = self._views(self.flat_grad, sizes)
+        self.exp_avgs = self._views(self.exp_avg, sizes)
+        self.exp_avg_sqs = self._views(self.exp_avg_sq, sizes)
+        self.denoms = self._views(self.denom, sizes)
+        self.norm_grads = [self.grads[i] for i in self.norm_order]
+        self._initialize = False  # the optimizer has no state yet: create it at the first step
+
+    def _views(self, flat: th.Tensor, sizes: list[int]) -> list[th.Tensor]:
+        return [view.view_as(p) for view, p in zip(th.split(flat, sizes), self.params, strict=True)]
+
+    def _owns_state(self) -> bool:
+        """Whether the optimizer's state is still this object's views (a ``load_state_dict`` replaces it)."""
+        state = self.optimizer.state
+        for p, exp_avg in zip(self.params, self.exp_avgs, strict=True):
+            entry = state.get(p)
+            if entry is None or entry.get("exp_avg") is not exp_avg:
+                return False
+        return True
+
+    def prepare(self) -> bool:
+        """
+        Before an update: move the optimizer's state (if any) into the flat buffers, and point every ``p.grad`` into
+        the flat gradient buffer.
+
+        :return: whether the flat step can run (``False``: the state is not one this class can hold, e.g. parameters
+            with different step counts; the caller then uses the optimizer's own step)
+        """
+        # load_state_dict() replaces the group dicts (the learning rate is then set on the new one)
+        self.group = self.optimizer.param_groups[0]
+        if [id(p) for p in self.group["params"]] != [id(p) for p in self.params]:
+            return False
+        if not self._owns_state() and not self._adopt_state():
+            return False
+        for p, grad in zip(self.params, self.grads, strict=True):
+            if p.grad is not grad:
+                p.grad = grad
+        return True
+
+    def _adopt_state(self) -> bool:
+        state = self.optimizer.state
+        entries = [state.get(p) for p in self.params]
+        if all(not entry for entry in entries):
+            # No step yet: Adam's lazy initialisation (_init_group) happens at the first flat step, so that an update
+            # that falls back to the optimizer's own step leaves the state as that step makes it.
+            self._initialize = True
+            return True
+        expected = {"step", "exp_avg", "exp_avg_sq"}
+        if any(not entry or set(entry) != expected for entry in entries):
+            return False
+        steps = [entry["step"] for entry in entries]  # type: ignore[index]
+        if any(not isinstance(s, th.Tensor) or s.dtype != th.float32 or s.device.type != "cpu" for s in steps):
+            return False
+        if len({float(s) for s in steps}) != 1:  # one shared counter: every parameter has had every step
+            return False
+        with th.no_grad():
+            for entry, exp_avg, exp_avg_sq in zip(entries, self.exp_avgs, self.exp_avg_sqs, strict=True):
+                exp_avg.copy_(entry["exp_avg"])  # type: ignore[index]
+                exp_avg_sq.copy_(entry["exp_avg_sq"])  # type: ignore[index]
+            self.steps.fill_(float(steps[0]))
+        self._install_state()
+        return True
+
+    def _install_state(self) -> None:
+        """Make the optimizer's state this object's views (same keys, in the order Adam creates them)."""
+        state = self.optimizer.state
+        for index, (p, exp_avg, exp_avg_sq) in enumerate(zip(self.params, self.exp_avgs, self.exp_avg_sqs, strict=True)):
+            state[p] = {"step": self.steps[index], "exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
+
+    def zero_grad(self) -> None:
+        """``optimizer.zero_grad()``: the gradients become zeros (not ``None``), accumulated into in place."""
+        self.flat_grad.zero_()
+
+    @th.no_grad()
+    def clip_and_step(self, max_norm: float) -> th.Tensor:
+        """
+        ``clip_grad_norm_(parameters, max_norm)`` then ``optimizer.step()``.
+
+        :param max_norm: the maximum gradient norm
+        :return: the total gradient norm before clipping, as ``clip_grad_norm_`` returns it
+        """
+        # clip_grad_norm_ (foreach, as torch chooses on the CPU): per-tensor norms, their norm, the clamped coefficient
+        total_norm = th.linalg.vector_norm(th.stack(th._foreach_norm(self.norm_grads, 2.0)), 2.0)
+        clip_coef = float(max_norm) / (total_norm + 1e-6)
+        self.flat_grad.mul_(th.clamp(clip_coef, max=1.0))
+
+        # _multi_tensor_adam without weight decay, amsgrad, maximize or capturable: the same operations and scalars
+        if self._initialize:  # _init_group's lazy initialisation: step 0, zero moments
+            self._initialize = False
+            self.exp_avg.zero_()
+            self.exp_avg_sq.zero_()
+            self.steps.zero_()
+            self._install_state()
+        group = self.group
+        beta1, beta2 = group["betas"]
+        lr, eps = group["lr"], group["eps"]
+        self.steps.add_(1.0)
+        step = self.steps[0].item()  # every counter is the same (see _adopt_state)
+        bias_correction1 = 1 - beta1**step
+        bias_correction2 = 1 - beta2**step
+        step_size = (lr / bias_correction1) * -1
+        bias_correction2_sqrt = bias_correction2**0.5
+        self.exp_avg.lerp_(self.flat_grad, 1 - beta1)
+        self.exp_avg_sq.mul_(beta2)
+        self.exp_avg_sq.addcmul_(self.flat_grad, self.flat_grad, value=1 - beta2)
+        th.sqrt(self.exp_avg_sq, out=self.denom)
+        self.denom.div_(bias_correction2_sqrt)
+        self.denom.add_(eps)
+        # The parameters keep their own storage: one addcdiv per parameter tensor, as torch's foreach Adam runs it.
+        th._foreach_addcdiv_(self.params, self.exp_avgs, self.denoms, step_size)
+        return total_norm
+
+
+def graph_reaches_all(loss: th.Tensor, parameters: Sequence[th.Tensor]) -> bool:
+    """
+    Whether every parameter gets a gradient from ``loss.backward()``. SB3 skips a parameter whose gradient stays
+    ``None`` (no Adam step, no clipping); :class:`FlatAdam`'s zeroed gradients would not, so it runs only when this holds.
+
+    :param loss: the minibatch loss, before ``backward()``
+    :param parameters: the parameters
+    :return: whether the autograd graph of ``loss`` accumulates into every parameter
+    """
+    wanted = {id(p) for p in parameters}
+    seen: set[int] = set()
+    stack = [loss.grad_fn]
+    visited: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in visited:
+            continue
+        visited.add(id(node))
+        variable = getattr(node, "variable", None)  # AccumulateGrad nodes hold their leaf
+        if variable is not None:
+            seen.add(id(variable))
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return wanted <= seen
