@@ -22,11 +22,10 @@ from sb3_ppo_variants.kl import kl_between, sampled_kl
 from sb3_ppo_variants.masking import masked_mean, normalize_advantages, zero_invalid_rows
 from sb3_ppo_variants.objectives import PolicyBatch, SurrogateObjective, check_objective, make_objective
 from sb3_ppo_variants.old_policy import OldPolicy
-from sb3_ppo_variants.rollout import collect_rollouts
+from sb3_ppo_variants.rollout import collect_rollouts, fast_evaluation_unsupported_reason
 from sb3_ppo_variants.update import (
     FastPolicyEvaluator,
     FlatAdam,
-    fast_evaluation_unsupported_reason,
     fast_minibatches,
     fast_minibatches_supported,
     flat_adam_unsupported_reason,

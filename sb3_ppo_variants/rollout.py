@@ -53,32 +53,40 @@ sb3_collect_rollouts = OnPolicyAlgorithm.collect_rollouts
 Layer = Callable[[th.Tensor], th.Tensor]
 
 
-def _has_hooks(policy: nn.Module) -> bool:
-    """Whether any forward hook (global or on a module of ``policy``) would run: the fast forward skips ``__call__``."""
-    global_hooks = (torch_module._global_forward_pre_hooks, torch_module._global_forward_hooks)
+def _has_module_hooks(policy: nn.Module) -> bool:
+    """Whether a forward or backward hook (global, or on a module of ``policy``) would run in ``nn.Module.__call__``."""
+    global_hooks = (
+        torch_module._global_forward_pre_hooks,
+        torch_module._global_forward_hooks,
+        torch_module._global_backward_pre_hooks,
+        torch_module._global_backward_hooks,
+    )
     if any(len(hooks) > 0 for hooks in global_hooks):
         return True
-    return any(len(m._forward_pre_hooks) > 0 or len(m._forward_hooks) > 0 for m in policy.modules())
+    return any(
+        len(hooks) > 0
+        for m in policy.modules()
+        for hooks in (m._forward_pre_hooks, m._forward_hooks, m._backward_pre_hooks, m._backward_hooks)
+    )
 
 
-def fast_rollout_unsupported_reason(model: OnPolicyAlgorithm, rollout_buffer: RolloutBuffer) -> str | None:
+def fast_evaluation_unsupported_reason(policy: Any, use_sde: bool) -> str | None:
     """
-    Why the fast rollout loop cannot run for ``model`` (SB3's general ``collect_rollouts`` runs instead), or ``None``
-    when it can.
+    Why the fast forward (this module's rollout loop, and :class:`sb3_ppo_variants.update.FastPolicyEvaluator` in the
+    update) cannot stand in for ``policy``'s own forward passes, or ``None`` when it can. The cases: SB3's
+    ``ActorCriticPolicy`` itself on the CPU, a non-image ``Box`` observation space with ``FlattenExtractor``, SB3's
+    ``MlpExtractor``, a diagonal Gaussian (not squashed) or categorical action distribution, no gSDE, no module hooks.
 
-    :param model: the on-policy algorithm about to collect a rollout
-    :param rollout_buffer: the buffer it fills
-    :return: a short reason, or ``None`` when the fast loop gives SB3's results
+    :param policy: the policy (the one being trained, or π_old's frozen copy)
+    :param use_sde: whether the algorithm uses gSDE
+    :return: a short reason, or ``None``
     """
-    policy = model.policy
-    if type(policy) is not ActorCriticPolicy:  # subclasses may change forward(); CNN and Dict policies are not covered
+    if type(policy) is not ActorCriticPolicy:  # subclasses may change evaluate_actions()
         return f"policy class {type(policy).__name__} (only ActorCriticPolicy/MlpPolicy)"
-    if model.use_sde:
+    if use_sde:
         return "gSDE"
-    if model.device.type != "cpu":
-        return f"device {model.device}"
-    if type(rollout_buffer) is not RolloutBuffer:  # a subclass may change add()
-        return f"rollout buffer class {type(rollout_buffer).__name__}"
+    if policy.device.type != "cpu":
+        return f"device {policy.device}"
     observation_space = policy.observation_space
     if not isinstance(observation_space, spaces.Box) or (policy.normalize_images and is_image_space(observation_space)):
         return f"observation space {observation_space}"
@@ -95,9 +103,26 @@ def fast_rollout_unsupported_reason(model: OnPolicyAlgorithm, rollout_buffer: Ro
         return f"action distribution {type(policy.action_dist).__name__}"
     if isinstance(policy.action_space, spaces.Box) and policy.squash_output:
         return "squashed actions"
-    if _has_hooks(policy):
-        return "forward hooks on the policy"
+    if not (isinstance(policy.action_net, nn.Linear) and isinstance(policy.value_net, nn.Linear)):
+        return "action or value head other than nn.Linear"
+    if _has_module_hooks(policy):
+        return "module hooks on the policy"
     return None
+
+
+def fast_rollout_unsupported_reason(model: OnPolicyAlgorithm, rollout_buffer: RolloutBuffer) -> str | None:
+    """
+    Why the fast rollout loop cannot run for ``model`` (SB3's general ``collect_rollouts`` runs instead), or ``None``
+    when it can.
+
+    :param model: the on-policy algorithm about to collect a rollout
+    :param rollout_buffer: the buffer it fills
+    :return: a short reason, or ``None`` when the fast loop gives SB3's results
+    """
+    if type(rollout_buffer) is not RolloutBuffer:  # a subclass may change add()
+        return f"rollout buffer class {type(rollout_buffer).__name__}"
+    # The fast forward replays the policy's own layers: the same cases as the update's fast evaluation.
+    return fast_evaluation_unsupported_reason(model.policy, model.use_sde)
 
 
 #: What these activation modules' forward calls (the functions themselves, without a Python method around them).

@@ -24,17 +24,13 @@ from typing import Any
 
 import numpy as np
 import torch as th
-from gymnasium import spaces
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
-from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution, Distribution
+from stable_baselines3.common.distributions import DiagGaussianDistribution, Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.preprocessing import is_image_space
-from stable_baselines3.common.torch_layers import FlattenExtractor, MlpExtractor
 from stable_baselines3.common.type_aliases import DictRolloutBufferSamples, RolloutBufferSamples
 from torch import nn
 from torch.distributions import Categorical, Normal
 from torch.nn import functional as F
-from torch.nn.modules import module as torch_module
 from torch.optim import optimizer as torch_optimizer
 
 from sb3_ppo_variants.rollout import Layer, _layers
@@ -123,63 +119,6 @@ def fast_minibatches_supported(buffer: Any) -> bool:
 # ----------------------------------------------------------------------------------------------------------------------
 # Policy evaluation
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def _has_module_hooks(policy: nn.Module) -> bool:
-    """Whether a forward or backward hook (global, or on a module of ``policy``) would run in ``nn.Module.__call__``."""
-    global_hooks = (
-        torch_module._global_forward_pre_hooks,
-        torch_module._global_forward_hooks,
-        torch_module._global_backward_pre_hooks,
-        torch_module._global_backward_hooks,
-    )
-    if any(len(hooks) > 0 for hooks in global_hooks):
-        return True
-    return any(
-        len(hooks) > 0
-        for m in policy.modules()
-        for hooks in (m._forward_pre_hooks, m._forward_hooks, m._backward_pre_hooks, m._backward_hooks)
-    )
-
-
-def fast_evaluation_unsupported_reason(policy: Any, use_sde: bool) -> str | None:
-    """
-    Why :class:`FastPolicyEvaluator` cannot stand in for ``policy``'s ``evaluate_actions``/``get_distribution``, or
-    ``None`` when it can. The cases are the fast rollout loop's (:mod:`sb3_ppo_variants.rollout`): SB3's
-    ``ActorCriticPolicy`` itself on the CPU, a non-image ``Box`` observation space with ``FlattenExtractor``, SB3's
-    ``MlpExtractor``, a diagonal Gaussian (not squashed) or categorical action distribution, no gSDE, no module hooks.
-
-    :param policy: the policy (the one being trained, or π_old's frozen copy)
-    :param use_sde: whether the algorithm uses gSDE
-    :return: a short reason, or ``None``
-    """
-    if type(policy) is not ActorCriticPolicy:  # subclasses may change evaluate_actions()
-        return f"policy class {type(policy).__name__} (only ActorCriticPolicy/MlpPolicy)"
-    if use_sde:
-        return "gSDE"
-    if policy.device.type != "cpu":
-        return f"device {policy.device}"
-    observation_space = policy.observation_space
-    if not isinstance(observation_space, spaces.Box) or (policy.normalize_images and is_image_space(observation_space)):
-        return f"observation space {observation_space}"
-    extractors = (
-        [policy.features_extractor]
-        if policy.share_features_extractor
-        else [policy.pi_features_extractor, policy.vf_features_extractor]
-    )
-    if any(type(extractor) is not FlattenExtractor for extractor in extractors):
-        return "features extractor other than FlattenExtractor"
-    if type(policy.mlp_extractor) is not MlpExtractor:
-        return f"mlp extractor {type(policy.mlp_extractor).__name__}"
-    if type(policy.action_dist) not in (DiagGaussianDistribution, CategoricalDistribution):
-        return f"action distribution {type(policy.action_dist).__name__}"
-    if isinstance(policy.action_space, spaces.Box) and policy.squash_output:
-        return "squashed actions"
-    if not (isinstance(policy.action_net, nn.Linear) and isinstance(policy.value_net, nn.Linear)):
-        return "action or value head other than nn.Linear"
-    if _has_module_hooks(policy):
-        return "module hooks on the policy"
-    return None
 
 
 class FastPolicyEvaluator:

@@ -13,7 +13,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from test_parity import assert_same_training_state
 
-from sb3_ppo_variants import ClippedSurrogate, ObjectiveOutput, PPOVariant
+from sb3_ppo_variants import ClippedSurrogate, ObjectiveOutput, PPOVariant, rollout
 from sb3_ppo_variants import update as fast_update
 from sb3_ppo_variants.ppo_variant import clone_tensors
 
@@ -202,10 +202,10 @@ def test_replaced_optimizer_state_is_adopted():
 
 def test_fast_evaluation_unsupported_cases():
     model = PPOVariant("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, device="cpu")
-    assert fast_update.fast_evaluation_unsupported_reason(model.policy, use_sde=False) is None
-    assert fast_update.fast_evaluation_unsupported_reason(model.policy, use_sde=True) == "gSDE"
+    assert rollout.fast_evaluation_unsupported_reason(model.policy, use_sde=False) is None
+    assert rollout.fast_evaluation_unsupported_reason(model.policy, use_sde=True) == "gSDE"
     handle = model.policy.action_net.register_full_backward_hook(lambda *args: None)
-    assert "hooks" in fast_update.fast_evaluation_unsupported_reason(model.policy, use_sde=False)
+    assert "hooks" in rollout.fast_evaluation_unsupported_reason(model.policy, use_sde=False)
     handle.remove()
     optimizer, parameters = model.policy.optimizer, list(model.policy.parameters())
     assert fast_update.flat_adam_unsupported_reason(optimizer, parameters) is None
