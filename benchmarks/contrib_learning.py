@@ -3,6 +3,7 @@ Learning quality of MaskablePPOVariant and RecurrentPPOVariant (every objective)
 RecurrentPPO, same hyperparameters and seeds, all in one run.
 
     python benchmarks/contrib_learning.py [--suite maskable|recurrent|all] [--workers 2] [--seeds 3] [--budget-scale 1]
+        [--envs NAME ...]
 
 maskable: InvalidActionEnvDiscrete(dim=40, n_invalid_actions=30) with MaskablePPO's defaults, and Taxi-v4 with its
 info["action_mask"] (InfoActionMasker). recurrent: CartPoleNoVel-v1 and PendulumNoVel-v1 with rl-zoo's ppo_lstm.yml
@@ -88,8 +89,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budget-scale", type=float, default=1.0, help="multiply every budget (same for all variants)")
+    parser.add_argument("--envs", nargs="+", help="only these envs of the suite")
     args = parser.parse_args()
     names = [name for name, (family, *_) in setups().items() if args.suite in (family, "all")]
+    if args.envs:
+        names = [name for name in names if name in args.envs]
     tasks = [
         (name, variant, seed, args.budget_scale)
         for name in names
@@ -110,6 +114,8 @@ def main() -> None:
     command = f"python benchmarks/contrib_learning.py --suite {args.suite} --seeds {args.seeds}"
     if args.budget_scale != 1.0:
         command += f" --budget-scale {args.budget_scale}"
+    if args.envs:
+        command += f" --envs {' '.join(args.envs)}"
     lines = [
         f"# Learning: contrib variants ({args.suite}) against sb3-contrib",
         "",
