@@ -315,6 +315,8 @@ class PPOVariant(OnPolicyAlgorithm):
         self.objective = make_objective(
             self.objective, clip_range=self.clip_range, kl_coef=self._initial_kl_coef, kl_target=self.kl_target
         )
+        # Models saved before log_kl existed load without it: they keep the default.
+        self.__dict__.setdefault("log_kl", False)
         # π_old's frozen copy is made at the first update that needs it (never saved: it is rebuilt from the policy).
         self._old_policy: OldPolicy | None = None
         self._kl_is_estimate = False

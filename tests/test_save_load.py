@@ -91,3 +91,25 @@ def test_load_with_other_objective_replaces_it(tmp_path):
     assert loaded.objective.name == "fixed_kl" and loaded.kl_coef == 0.3
     with pytest.raises(ValueError, match="objective"):
         PPOVariant.load(tmp_path / "model", objective="bogus")
+
+
+def test_model_saved_before_log_kl_existed_loads_and_trains(tmp_path):
+    """A model saved by an earlier version (no log_kl in its data) loads with the default and keeps training."""
+    import json
+    import zipfile
+
+    model = PPOVariant("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, objective="adaptive_kl", seed=0)
+    path = tmp_path / "old.zip"
+    model.save(path)
+    with zipfile.ZipFile(path) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    data = json.loads(files["data"])
+    del data["log_kl"]
+    files["data"] = json.dumps(data).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    loaded = PPOVariant.load(path, env=model.get_env())
+    assert loaded.log_kl is False
+    loaded.learn(128)
+    assert loaded.logger.name_to_value["train/kl"] > 0
