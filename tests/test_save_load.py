@@ -1,5 +1,6 @@
 """β and the objective are training state: they survive save -> load -> continue training."""
 
+import json
 import os
 import zipfile
 
@@ -95,9 +96,6 @@ def test_load_with_other_objective_replaces_it(tmp_path):
 
 def test_model_saved_before_log_kl_existed_loads_and_trains(tmp_path):
     """A model saved by an earlier version (no log_kl in its data) loads with the default and keeps training."""
-    import json
-    import zipfile
-
     model = PPOVariant("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, objective="adaptive_kl", seed=0)
     path = tmp_path / "old.zip"
     model.save(path)
