@@ -12,6 +12,7 @@ from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.policies import ActorCriticPolicy
+from test_parity import assert_same_training_state
 
 from sb3_ppo_variants import AdaptiveKLPenalty, PPOVariant
 from sb3_ppo_variants.kl import kl_between
@@ -29,20 +30,6 @@ ENVS = {
 
 def make_env(name: str, n_envs: int = 1):
     return make_vec_env(ENVS[name], n_envs=n_envs, seed=SEED) if n_envs > 1 else ENVS[name]()
-
-
-def assert_same_training_state(ours, theirs) -> None:
-    """Bitwise the same parameters and optimizer state (so continued training stays identical too)."""
-    our_parameters, their_parameters = ours.policy.state_dict(), theirs.policy.state_dict()
-    assert list(our_parameters) == list(their_parameters)
-    for name, value in their_parameters.items():
-        assert th.equal(our_parameters[name], value), name
-    our_optimizer, their_optimizer = ours.policy.optimizer.state_dict(), theirs.policy.optimizer.state_dict()
-    assert our_optimizer["state"].keys() == their_optimizer["state"].keys() and their_optimizer["state"]
-    for index, state in their_optimizer["state"].items():
-        assert state.keys() == our_optimizer["state"][index].keys()
-        for key, value in state.items():
-            assert th.equal(th.as_tensor(our_optimizer["state"][index][key]), th.as_tensor(value)), (index, key)
 
 
 PARITY_CASES = {
