@@ -14,7 +14,7 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
-# The quick comparison study: every objective on CartPole-v1 and Pendulum-v1, 4-7 minutes on 2 cores (runs/compare/quick).
+# The quick comparison study: every objective on CartPole-v1 and Pendulum-v1, 4-13 minutes on 2 cores (runs/compare/quick).
 demo: install
 	$(PYTHON) -m sb3_ppo_variants compare --preset quick
 
