@@ -10,12 +10,21 @@ exactly as it reaches π_θ: no buffer internals, no index bookkeeping, and the 
 
 The copy is made once (``copy.deepcopy``, which draws no random numbers) and refreshed in place, so an update costs one
 parameter copy plus one no-grad actor pass per minibatch.
+
+Where minibatches know their rows of the rollout (SB3's own buffers, through ``update.fast_minibatches``) and the
+distribution has a closed-form KL, π_old is instead :class:`OldDistributions`: its distribution's parameters for every
+sample, computed with one actor pass over the rollout before the first gradient step, which is ``n_epochs`` times
+fewer actor passes and no copy of the policy.
 """
 
 import copy
+from collections.abc import Iterable
 
 import torch as th
+from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import BasePolicy
+
+from sb3_ppo_variants.kl import ClosedFormKL, DistributionParams, closed_form_kl, torch_distribution_of
 
 
 class OldPolicy:
@@ -41,3 +50,53 @@ class OldPolicy:
         with th.no_grad():
             self.policy.load_state_dict(policy.state_dict())
         return self
+
+
+class OldDistributions:
+    """
+    π_old as the parameters of its action distribution at every row of the (flattened) rollout, computed once per
+    update in a few large batches, then gathered for each minibatch by its ``rows``.
+
+    The frozen copy of :class:`OldPolicy` runs π_old's actor on every minibatch of every epoch (``n_epochs`` times
+    per sample); this runs it once per sample. The parameters are those the copy would compute: SB3's layers compute
+    each row independently of the other rows of the batch (``tests/test_parity_update.py`` checks that the KL and the
+    whole training state are the same as with the copy), and the KL is the same :mod:`sb3_ppo_variants.kl` formula.
+
+    :param closed_form: the closed-form KL of the distribution family
+    :param parameters: the family's parameter tensors, one row per sample of the flattened rollout
+    """
+
+    def __init__(self, closed_form: ClosedFormKL, parameters: DistributionParams) -> None:
+        self.closed_form = closed_form
+        self.parameters = parameters
+
+    @classmethod
+    def capture(cls, distributions: Iterable[Distribution]) -> "OldDistributions | None":
+        """
+        Collect π_old's parameters from its distributions on consecutive chunks of the rollout, in row order.
+
+        :param distributions: π_old's (populated) distributions on the chunks; each is read before the next is made,
+            since SB3 policies refill one distribution object in place
+        :return: the parameters, or ``None`` if the family has no closed-form KL (the caller keeps the frozen copy)
+        """
+        closed_form: ClosedFormKL | None = None
+        chunks: list[DistributionParams] = []
+        for distribution in distributions:
+            closed_form = closed_form or closed_form_kl(distribution)
+            if closed_form is None:
+                return None
+            chunks.append(closed_form.parameters(torch_distribution_of(distribution)))
+        if closed_form is None:
+            return None
+        return cls(closed_form, tuple(th.cat(parts) for parts in zip(*chunks, strict=True)))
+
+    def kl(self, rows: th.Tensor, new_distribution: Distribution) -> th.Tensor:
+        """
+        Exact KL[π_old(·|s) ‖ π_θ(·|s)] per sample of a minibatch.
+
+        :param rows: the minibatch's rows of the flattened rollout
+        :param new_distribution: π_θ on the minibatch (populated)
+        :return: KL per sample, shape (batch,)
+        """
+        old = tuple(parameter.index_select(0, rows) for parameter in self.parameters)
+        return self.closed_form.kl(old, self.closed_form.parameters(torch_distribution_of(new_distribution)))

@@ -21,7 +21,7 @@ from sb3_ppo_variants.checks import check_bool, check_number, check_optional, ch
 from sb3_ppo_variants.kl import kl_between, sampled_kl
 from sb3_ppo_variants.masking import masked_mean, normalize_advantages, zero_invalid_rows
 from sb3_ppo_variants.objectives import PolicyBatch, SurrogateObjective, check_objective, make_objective
-from sb3_ppo_variants.old_policy import OldPolicy
+from sb3_ppo_variants.old_policy import OldDistributions, OldPolicy
 from sb3_ppo_variants.rollout import collect_rollouts, fast_evaluation_unsupported_reason
 from sb3_ppo_variants.update import (
     FastPolicyEvaluator,
@@ -34,6 +34,8 @@ from sb3_ppo_variants.update import (
 from sb3_ppo_variants.update_stats import NonFiniteLossError, UpdateStats
 
 SelfPPOVariant = TypeVar("SelfPPOVariant", bound="PPOVariant")
+#: π_old for one update: a frozen copy of the policy, or its distribution's parameters at every rollout sample.
+OldPolicyLike = OldPolicy | OldDistributions
 #: π_θ and V on a minibatch: values, log π_θ(a|s) of the taken actions, entropy (``None``: no closed form), π_θ itself.
 Evaluation = tuple[th.Tensor, th.Tensor, th.Tensor | None, Distribution]
 
@@ -47,8 +49,9 @@ def is_recurrent(policy_class: type) -> bool:
     return issubclass(policy_class, RecurrentActorCriticPolicy)
 
 
-#: d (the mean KL over the rollout) is measured in chunks of at least this many samples: big enough that per-call
-#: overhead does not matter, small enough that a rollout of images does not have to fit in memory at once.
+#: d (the mean KL over the rollout) is measured, and π_old's distribution computed, in chunks of at least this many
+#: samples: big enough that per-call overhead does not matter, small enough that a rollout of images does not have to
+#: fit in memory at once.
 KL_CHUNK_SIZE = 1024
 
 
@@ -323,9 +326,10 @@ class PPOVariant(OnPolicyAlgorithm):
         # The update's fast paths (never saved): evaluators per policy, by id, for the current update; the flat Adam.
         self._evaluators: dict[int, FastPolicyEvaluator | None] = {}
         self._flat_adam: FlatAdam | None = None
+        self._entropy_grad = True  # whether this update's graph includes the entropy (see _run_epochs)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_old_policy", "_evaluators", "_flat_adam"]
+        return [*super()._excluded_save_params(), "_old_policy", "_evaluators", "_flat_adam", "_entropy_grad"]
 
     @property
     def kl_coef(self) -> float:
@@ -403,16 +407,28 @@ class PPOVariant(OnPolicyAlgorithm):
         return bool(self.objective.requires_kl) or self.log_kl
 
     def _run_epochs(
-        self, stats: UpdateStats, old_policy: OldPolicy | None, clip_range: float, clip_range_vf: float | None
+        self, stats: UpdateStats, old_policy: OldPolicyLike | None, clip_range: float, clip_range_vf: float | None
     ) -> None:
         """The ``n_epochs`` passes of minibatch gradient steps, recording each minibatch's loss terms in ``stats``."""
         parameters = list(self.policy.parameters())  # once per update: parameters() walks every module
         flat_adam = self._prepare_flat_adam(parameters)
-        check_graph = flat_adam is not None  # on the first minibatch
+        # With ent_coef = 0 the entropy is only logged: the fast evaluation leaves it out of the graph, which changes
+        # no gradient as long as every parameter is still reached through another term (checked below).
+        self._entropy_grad = self.ent_coef != 0 or self._fast_evaluator(self.policy) is None
+        check_graph = flat_adam is not None or not self._entropy_grad  # on the first minibatch
         continue_training = True
         for epoch in range(self.n_epochs):
             for rollout_data in self._minibatches(self.batch_size):
                 loss, terms = self._minibatch_loss(rollout_data, old_policy, clip_range, clip_range_vf)
+                if check_graph:
+                    check_graph = False
+                    if not self._entropy_grad and not graph_reaches_all(loss, parameters):
+                        # A parameter reached only through the entropy gets a zero gradient in SB3 (not none): build
+                        # this minibatch's graph again with the entropy, and keep it for the rest of the update.
+                        self._entropy_grad = True
+                        loss, terms = self._minibatch_loss(rollout_data, old_policy, clip_range, clip_range_vf)
+                    if flat_adam is not None and not graph_reaches_all(loss, parameters):
+                        flat_adam = None  # SB3 would skip parameters without a gradient
                 stats.add(epoch, terms)
 
                 # SB3's early stopping (see SB3 PPO and https://github.com/DLR-RM/stable-baselines3/issues/417).
@@ -424,10 +440,6 @@ class PPOVariant(OnPolicyAlgorithm):
                         print(f"Early stopping at step {epoch} due to reaching max kl: {terms['approx_kl'].item():.2f}")
                     break
 
-                if check_graph:
-                    check_graph = False
-                    if not graph_reaches_all(loss, parameters):  # SB3 would skip parameters without a gradient
-                        flat_adam = None
                 if flat_adam is not None:
                     flat_adam.zero_grad()
                     loss.backward()
@@ -475,7 +487,7 @@ class PPOVariant(OnPolicyAlgorithm):
     def _minibatch_loss(
         self,
         rollout_data: Any,
-        old_policy: OldPolicy | None,
+        old_policy: OldPolicyLike | None,
         clip_range: float,
         clip_range_vf: float | None,
     ) -> tuple[th.Tensor, dict[str, th.Tensor]]:
@@ -549,16 +561,18 @@ class PPOVariant(OnPolicyAlgorithm):
     def _kl(
         self,
         rollout_data: Any,
-        old_policy: OldPolicy,
+        old_policy: OldPolicyLike,
         new_distribution: Distribution,
         old_log_prob: th.Tensor,
         new_log_prob: th.Tensor,
     ) -> th.Tensor:
         """
-        KL[π_old(·|s) ‖ π_θ(·|s)] per sample: exact, from π_old's distribution on the same minibatch inputs, or the
-        sample estimate (r - 1) - log r on the taken actions for a distribution without a closed form (with a warning
-        and ``train/kl_is_estimate = 1``).
+        KL[π_old(·|s) ‖ π_θ(·|s)] per sample: exact, from π_old's distribution on the same minibatch inputs (gathered
+        by the minibatch's rows, or computed by the frozen copy), or the sample estimate (r - 1) - log r on the taken
+        actions for a distribution without a closed form (with a warning and ``train/kl_is_estimate = 1``).
         """
+        if isinstance(old_policy, OldDistributions):
+            return old_policy.kl(rollout_data.rows, new_distribution)
         with th.no_grad():
             old_distribution = self._distribution(old_policy.policy, rollout_data)
         kl = kl_between(old_distribution, new_distribution)
@@ -573,7 +587,7 @@ class PPOVariant(OnPolicyAlgorithm):
             )
         return sampled_kl(old_log_prob, new_log_prob)
 
-    def _mean_kl(self, old_policy: OldPolicy) -> th.Tensor:
+    def _mean_kl(self, old_policy: OldPolicyLike) -> th.Tensor:
         """
         d: the mean KL[π_old ‖ π_θ] over the valid samples of the rollout, with π_θ the updated policy (both in
         evaluation mode), as a 0-d tensor (the caller decides when to sync).
@@ -605,11 +619,27 @@ class PPOVariant(OnPolicyAlgorithm):
             self.policy.set_training_mode(True)
         return total / count.clamp_min(1)
 
-    def _capture_old_policy(self) -> OldPolicy:
+    def _capture_old_policy(self) -> OldPolicyLike:
         """
-        Extension point: π_old for the update about to start, i.e. a frozen copy of the policy that collected the
-        rollout. The copy is made once and refreshed in place at every update.
+        Extension point: π_old for the update about to start, i.e. the policy that collected the rollout, frozen.
+
+        Where the minibatches carry their rows (SB3's own buffers with the fast minibatches) and the distribution has a
+        closed-form KL, π_old's distribution is computed once for every sample of the rollout
+        (:class:`~sb3_ppo_variants.old_policy.OldDistributions`); otherwise it is a frozen copy of the policy, made once
+        and refreshed in place at every update, evaluated on every minibatch.
         """
+        if self.fast_update and fast_minibatches_supported(self.rollout_buffer):
+            self.policy.set_training_mode(False)  # as when the policy collected the rollout
+            try:
+                with th.no_grad():
+                    chunks = fast_minibatches(self.rollout_buffer, max(self.batch_size or 0, KL_CHUNK_SIZE), shuffle=False)
+                    old_distributions = OldDistributions.capture(
+                        self._distribution(self.policy, rollout_data) for rollout_data in chunks
+                    )
+            finally:
+                self.policy.set_training_mode(True)
+            if old_distributions is not None:
+                return old_distributions
         if self._old_policy is None:
             self._old_policy = OldPolicy(self.policy)
         return self._old_policy.capture(self.policy)
@@ -639,7 +669,7 @@ class PPOVariant(OnPolicyAlgorithm):
         """
         evaluator = self._fast_evaluator(self.policy)
         if evaluator is not None:  # the same operations without module calls (sb3_ppo_variants.update)
-            return evaluator.evaluate(rollout_data.observations, actions)
+            return evaluator.evaluate(rollout_data.observations, actions, entropy_grad=self._entropy_grad)
         values, log_prob, entropy = self.policy.evaluate_actions(rollout_data.observations, actions)
         # SB3 distributions are filled in place: evaluate_actions() left π_θ for this minibatch in policy.action_dist,
         # so the KL needs no second forward pass.

@@ -43,35 +43,66 @@ from sb3_ppo_variants.rollout import Layer, _layers
 _FLAT_FIELDS = ("actions", "values", "log_probs", "advantages", "returns")
 
 
-Minibatch = RolloutBufferSamples | DictRolloutBufferSamples
+class RolloutBufferRows(RolloutBufferSamples):
+    """
+    ``RolloutBufferSamples`` that also know their rows of the flattened buffer (``rows``, a long tensor), so that
+    per-sample values computed once per update (π_old's distribution, :class:`~sb3_ppo_variants.old_policy.OldDistributions`)
+    can be gathered for the minibatch. Otherwise the same named tuple (``_replace`` drops ``rows``).
+    """
+
+    rows: th.Tensor
 
 
-def fast_minibatches(buffer: RolloutBuffer, batch_size: int | None) -> Iterator[Minibatch]:
+class DictRolloutBufferRows(DictRolloutBufferSamples):
+    """``DictRolloutBufferSamples`` with ``rows``, as :class:`RolloutBufferRows`."""
+
+    rows: th.Tensor
+
+
+Minibatch = RolloutBufferRows | DictRolloutBufferRows
+
+
+def flatten_in_place(buffer: RolloutBuffer) -> None:
+    """
+    What the first ``buffer.get()`` does to a full buffer before it draws minibatches: swap the env and step axes and
+    flatten every array, in place (``generator_ready``), so that row ``i`` is step ``i // n_envs`` of env
+    ``i % n_envs``. A no-op on a buffer already flattened.
+
+    :param buffer: a full buffer of exactly ``RolloutBuffer`` or ``DictRolloutBuffer``
+    """
+    assert buffer.full, ""
+    if buffer.generator_ready:
+        return
+    if isinstance(buffer, DictRolloutBuffer):
+        for key, obs in buffer.observations.items():  # type: ignore[attr-defined]
+            buffer.observations[key] = buffer.swap_and_flatten(obs)  # type: ignore[index]
+    else:
+        buffer.observations = buffer.swap_and_flatten(buffer.observations)
+    for name in _FLAT_FIELDS:
+        buffer.__dict__[name] = buffer.swap_and_flatten(buffer.__dict__[name])
+    buffer.generator_ready = True
+
+
+def fast_minibatches(buffer: RolloutBuffer, batch_size: int | None, shuffle: bool = True) -> Iterator[Minibatch]:
     """
     ``buffer.get(batch_size)`` for SB3's own ``RolloutBuffer`` and ``DictRolloutBuffer`` (not subclasses, which may
     change ``get``/``_get_samples``): the same ``np.random.permutation`` draw at the same time (the first ``next()``),
     the same in-place flattening of the buffer, the same slices, and tensors of the same dtypes, shapes and values.
     Only the conversions differ: the buffer's arrays are wrapped as tensors (no copy) and each minibatch is gathered
-    with ``index_select`` instead of NumPy fancy indexing followed by ``th.tensor``.
+    with ``index_select`` instead of NumPy fancy indexing followed by ``th.tensor``. Each minibatch also carries its
+    ``rows`` (:class:`RolloutBufferRows`).
 
     :param buffer: a full buffer of exactly ``RolloutBuffer`` or ``DictRolloutBuffer``
     :param batch_size: minibatch size; ``None``: the whole buffer as one minibatch
-    :return: a generator of ``RolloutBufferSamples`` (``DictRolloutBufferSamples`` for a ``DictRolloutBuffer``)
+    :param shuffle: ``False``: the rows in buffer order, without drawing a permutation (NumPy's random state is not
+        touched), e.g. to compute a value for every sample once
+    :return: a generator of ``RolloutBufferRows`` (``DictRolloutBufferRows`` for a ``DictRolloutBuffer``)
     """
     assert buffer.full, ""
     n_samples = buffer.buffer_size * buffer.n_envs
-    indices = np.random.permutation(n_samples)
+    indices = np.random.permutation(n_samples) if shuffle else np.arange(n_samples)
     is_dict = isinstance(buffer, DictRolloutBuffer)
-    if not buffer.generator_ready:
-        # What get() does, in place on the buffer (its later state is SB3's).
-        if is_dict:
-            for key, obs in buffer.observations.items():  # type: ignore[attr-defined]
-                buffer.observations[key] = buffer.swap_and_flatten(obs)  # type: ignore[index]
-        else:
-            buffer.observations = buffer.swap_and_flatten(buffer.observations)
-        for name in _FLAT_FIELDS:
-            buffer.__dict__[name] = buffer.swap_and_flatten(buffer.__dict__[name])
-        buffer.generator_ready = True
+    flatten_in_place(buffer)  # what get() does, in place on the buffer (its later state is SB3's)
 
     device = buffer.device
 
@@ -90,9 +121,10 @@ def fast_minibatches(buffer: RolloutBuffer, batch_size: int | None) -> Iterator[
     all_indices = th.from_numpy(indices).to(device)
     for start in range(0, n_samples, batch_size):
         batch = all_indices[start : start + batch_size]
+        samples: Minibatch
         if is_dict:
             batch_observations: Any = {key: obs.index_select(0, batch) for key, obs in observations.items()}
-            yield DictRolloutBufferSamples(
+            samples = DictRolloutBufferRows(
                 batch_observations,
                 actions.index_select(0, batch),
                 values.index_select(0, batch),
@@ -101,7 +133,7 @@ def fast_minibatches(buffer: RolloutBuffer, batch_size: int | None) -> Iterator[
                 returns.index_select(0, batch),
             )
         else:
-            yield RolloutBufferSamples(
+            samples = RolloutBufferRows(
                 observations.index_select(0, batch),
                 actions.index_select(0, batch),
                 values.index_select(0, batch),
@@ -109,6 +141,8 @@ def fast_minibatches(buffer: RolloutBuffer, batch_size: int | None) -> Iterator[
                 advantages.index_select(0, batch),
                 returns.index_select(0, batch),
             )
+        samples.rows = batch
+        yield samples
 
 
 def fast_minibatches_supported(buffer: Any) -> bool:
@@ -167,12 +201,17 @@ class FastPolicyEvaluator:
             self.action_dist.distribution = Categorical(logits=mean_actions, validate_args=False)
         return self.action_dist
 
-    def evaluate(self, obs: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor, Distribution]:
+    def evaluate(
+        self, obs: th.Tensor, actions: th.Tensor, entropy_grad: bool = True
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor, Distribution]:
         """
         ``policy.evaluate_actions(obs, actions)``, plus the filled distribution (``policy.action_dist``).
 
         :param obs: a minibatch of observations
         :param actions: the taken actions (long and flat for ``Discrete``), as ``evaluate_actions`` takes them
+        :param entropy_grad: ``False``: the entropies are computed without autograd. For ``ent_coef = 0`` the entropy
+            is only logged: SB3's graph carries it with a zero gradient, which adds exactly 0 to every parameter's
+            gradient, so leaving it out changes no number and saves its backward pass
         :return: values, log-probabilities, entropies, π_θ
         """
         features = self._features(obs)
@@ -184,7 +223,8 @@ class FastPolicyEvaluator:
         distribution = self._fill(latent_pi)
         log_prob = distribution.log_prob(actions)
         values = F.linear(latent_vf, self.value_weight, self.value_bias)
-        entropy = distribution.entropy()
+        with th.set_grad_enabled(entropy_grad and th.is_grad_enabled()):
+            entropy = distribution.entropy()
         assert entropy is not None  # both distributions have a closed form
         return values, log_prob, entropy, distribution
 

@@ -11,10 +11,13 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.envs import IdentityEnvMultiBinary, IdentityEnvMultiDiscrete
 from test_parity import assert_same_training_state
 
 from sb3_ppo_variants import ClippedSurrogate, ObjectiveOutput, PPOVariant, rollout
+from sb3_ppo_variants import kl as kl_module
 from sb3_ppo_variants import update as fast_update
+from sb3_ppo_variants.old_policy import OldDistributions, OldPolicy
 from sb3_ppo_variants.ppo_variant import clone_tensors
 
 FAST_CASES = {
@@ -101,9 +104,13 @@ def test_fast_minibatches_are_sb3s():
                 assert th.equal(our_tensor, their_tensor)
 
 
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
 @pytest.mark.parametrize("objective", ["adaptive_kl", "fixed_kl", "clip_log_kl"])
-def test_kl_objectives_same_with_and_without_fast_update(objective, monkeypatch):
-    """The exact KL reads π_θ and π_old from the fast evaluation: the same β, train/kl and training state."""
+def test_kl_objectives_same_with_and_without_fast_update(objective, env_id, monkeypatch):
+    """
+    The exact KL reads π_θ from the fast evaluation and π_old from its parameters computed once per update
+    (OldDistributions): the same β, train/kl and training state as SB3's evaluation with π_old's frozen copy.
+    """
     kwargs = dict(n_steps=128, batch_size=32, n_epochs=3, seed=1, device="cpu")
     if objective == "clip_log_kl":
         kwargs.update(objective="clip", log_kl=True)
@@ -112,13 +119,14 @@ def test_kl_objectives_same_with_and_without_fast_update(objective, monkeypatch)
     models, kls = [], []
     for fast in (True, False):
         monkeypatch.setattr(PPOVariant, "fast_update", fast)
-        model = PPOVariant("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=2, seed=1), **kwargs)
+        model = PPOVariant("MlpPolicy", make_vec_env(env_id, n_envs=2, seed=1), **kwargs)
         model.learn(3 * 256)
         models.append(model)
         kls.append(model.logger.name_to_value.get("train/kl"))
     fast_model, slow_model = models
     assert_fast_update_ran(fast_model)
     assert slow_model._flat_adam is None and slow_model._evaluators.get(id(slow_model.policy)) is None
+    assert fast_model._old_policy is None and slow_model._old_policy is not None  # π_old: parameters vs frozen copy
     assert_same_training_state(fast_model, slow_model)
     assert fast_model.kl_coef == slow_model.kl_coef
     assert kls[0] is not None and kls[0] == kls[1]
@@ -175,7 +183,74 @@ def test_parameters_without_gradient_fall_back(monkeypatch):
         models.append(model.learn(3 * 64))
     assert models[0]._evaluators.get(id(models[0].policy)) is not None  # fast evaluation, SB3's optimizer step
     assert models[0].policy.action_net.weight.grad is None
+    # log_std is reached only through the entropy (ent_coef = 0): the graph was built again with it, as SB3's is
+    assert models[0]._entropy_grad and models[0].policy.log_std.grad is not None
     assert_same_training_state(*models)
+
+
+def test_zero_entropy_coefficient_leaves_entropy_out_of_the_graph():
+    """With ent_coef = 0 the fast evaluation computes the entropy without autograd; ent_coef > 0 keeps it in."""
+    for ent_coef, expected in ((0.0, False), (0.01, True)):
+        model = PPOVariant("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, n_epochs=1, ent_coef=ent_coef, seed=0)
+        model.learn(64)
+        assert model._entropy_grad is expected
+        minibatch = next(iter(model._minibatches(32)))
+        _, _, entropy, _ = model._evaluate_actions(minibatch, minibatch.actions.long().flatten())
+        assert entropy.requires_grad is expected
+        assert np.isfinite(model.logger.name_to_value["train/entropy_loss"])
+
+
+OLD_DISTRIBUTION_CASES = {
+    "gaussian": ("Hopper-v5", {}),
+    "categorical": ("CartPole-v1", {}),
+    "multi_categorical": (lambda: IdentityEnvMultiDiscrete(3), {}),
+    "bernoulli": (lambda: IdentityEnvMultiBinary(3), {}),
+    "squashed_gsde": ("Pendulum-v1", dict(use_sde=True, policy_kwargs=dict(squash_output=True))),
+}
+
+
+@pytest.mark.parametrize("case", list(OLD_DISTRIBUTION_CASES))
+def test_old_distributions_equal_the_frozen_copy(case):
+    """
+    π_old's parameters, computed once per update over the rollout in chunks and gathered by each minibatch's rows,
+    give bitwise the KL that π_old's frozen copy gives on the minibatch; and the KL is exactly 0 before any step.
+    """
+    env, kwargs = OLD_DISTRIBUTION_CASES[case]
+    env = make_vec_env(env, seed=0)
+    model = PPOVariant("MlpPolicy", env, n_steps=1500, batch_size=64, n_epochs=1, objective="fixed_kl", seed=0, **kwargs)
+    model.learn(1500)  # one rollout and update
+    old_distributions = model._capture_old_policy()
+    assert isinstance(old_distributions, OldDistributions)
+    assert all(len(parameter) == 1500 for parameter in old_distributions.parameters)
+    frozen = OldPolicy(model.policy)
+    generator = th.Generator().manual_seed(0)
+    model.policy.set_training_mode(False)
+    with th.no_grad():
+        for rollout_data in model._minibatches(64):  # the last one is truncated (1500 = 23 * 64 + 28)
+            observations = rollout_data.observations
+            kl = old_distributions.kl(rollout_data.rows, model.policy.get_distribution(observations))
+            assert th.equal(kl, th.zeros(len(observations)))
+    # a different π_θ, so that the comparison is not one of zeros
+    with th.no_grad():
+        for parameter in model.policy.parameters():
+            parameter.add_(0.1 * th.randn(parameter.shape, generator=generator))
+        for rollout_data in model._minibatches(64):
+            observations = rollout_data.observations
+            ours = old_distributions.kl(rollout_data.rows, model.policy.get_distribution(observations))
+            new = model.policy.get_distribution(observations)
+            theirs = kl_module.kl_between(frozen.policy.get_distribution(observations), new)
+            assert ours.max() > 1e-3 and th.equal(ours, theirs)
+
+
+def test_old_policy_falls_back_to_the_frozen_copy(monkeypatch):
+    """SB3's minibatches (fast_update=False, a buffer subclass) carry no rows: π_old is then the frozen copy."""
+    for fast, kwargs in ((False, {}), (True, dict(rollout_buffer_class=LoggingBuffer))):
+        monkeypatch.setattr(PPOVariant, "fast_update", fast)
+        model = PPOVariant("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, objective="adaptive_kl", **kwargs)
+        model.learn(64)
+        assert isinstance(model._capture_old_policy(), OldPolicy)
+    # a distribution family without a closed-form KL: no parameters to keep
+    assert OldDistributions.capture([object()]) is None
 
 
 class ReloadOptimizer(BaseCallback):
