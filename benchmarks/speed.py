@@ -5,7 +5,9 @@ Speed: PPOVariant (each objective) against SB3 PPO, same hyperparameters, runs i
     python benchmarks/speed.py --suite contrib [--repeats 3]
 
 Reports env steps per second (median over repeats) and wall-clock ratios: clip / SB3 PPO (target <= 0.67) and each
-KL objective / clip (target <= 1.05). Machines are noisy: compare the ratios, not the absolute times.
+KL objective / clip (target <= 1.05). Machines are noisy: compare the ratios, not the absolute times. A ratio is the
+median over repeats of the ratio within one repeat, whose runs are interleaved: a shared machine's speed drifts by up to
+2x over minutes, which a ratio of medians taken over the whole run would mix in.
 
 Objectives that learn differently also collect different rollouts (episode lengths, hence resets, differ), which moves
 the end-to-end time / clip by several percent either way (``none`` computes strictly less than clip, yet its runs can
@@ -48,6 +50,16 @@ SETUPS = {
     # the paper's MuJoCo hyperparameters (Table 3), which are SB3 PPO's defaults; 1 env
     "Hopper-v5": (lambda: {}, 20_480),
 }
+
+
+def paired_ratios(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """reference -> variant -> median over repeats of (variant's time / reference's time in the same repeat)."""
+    return {
+        reference: {
+            variant: float(np.median(np.asarray(values) / np.asarray(times[reference]))) for variant, values in times.items()
+        }
+        for reference in ("sb3_ppo", "clip")
+    }
 
 
 def time_updates(model: Any) -> list[float]:
@@ -182,8 +194,10 @@ def main() -> None:
     lines = [
         "# Speed: PPOVariant vs SB3 PPO",
         "",
-        f"`python benchmarks/speed.py --repeats {args.repeats} --scale {args.scale}`; 1 torch thread; median wall-clock "
-        "of `learn()` per run.",
+        f"`python benchmarks/speed.py --repeats {args.repeats} --scale {args.scale}`; 1 torch thread; steps/s from the "
+        "median wall-clock of `learn()`; each ratio is the median over repeats of the ratio within a repeat (the runs "
+        "of a repeat are interleaved, minutes apart at most); update s: median seconds in `train()` per run; "
+        "same-rollout: (clip's rollout time + the variant's update time) / clip's time.",
         "",
         "| env | steps | variant | steps/s | time / SB3 PPO | time / clip | CPU time / SB3 PPO | CPU time / clip "
         "| update s | same-rollout time / clip |",
@@ -191,20 +205,26 @@ def main() -> None:
     ]
     for env_id, (_, steps) in setups.items():
         median = {variant: float(np.median(times)) for variant, times in seconds[env_id].items()}
-        cpu = {variant: float(np.median(times)) for variant, times in cpu_seconds[env_id].items()}
         update = {variant: float(np.median(times)) for variant, times in update_seconds[env_id].items()}
+        # Ratios are medians of the ratios within each repeat (runs minutes apart can differ by 2x on a shared machine)
+        wall_ratio = paired_ratios(seconds[env_id])
+        cpu_ratio = paired_ratios(cpu_seconds[env_id])
         # clip's rollouts (its learn() time less its updates) with each variant's updates
-        same_rollout = {v: (median["clip"] - update["clip"] + t) / median["clip"] for v, t in update.items()}
+        clip_rollouts = np.subtract(seconds[env_id]["clip"], update_seconds[env_id]["clip"])
+        same_rollout = {
+            v: float(np.median((clip_rollouts + times) / np.asarray(seconds[env_id]["clip"])))
+            for v, times in update_seconds[env_id].items()
+        }
         results["envs"][env_id] = {
             "steps": steps,
             "seconds": seconds[env_id],
             "median_seconds": median,
             "steps_per_second": {v: steps / t for v, t in median.items()},
-            "ratio_to_sb3_ppo": {v: t / median["sb3_ppo"] for v, t in median.items()},
-            "ratio_to_clip": {v: t / median["clip"] for v, t in median.items()},
+            "ratio_to_sb3_ppo": wall_ratio["sb3_ppo"],
+            "ratio_to_clip": wall_ratio["clip"],
             "cpu_seconds": cpu_seconds[env_id],
-            "cpu_ratio_to_sb3_ppo": {v: t / cpu["sb3_ppo"] for v, t in cpu.items()},
-            "cpu_ratio_to_clip": {v: t / cpu["clip"] for v, t in cpu.items()},
+            "cpu_ratio_to_sb3_ppo": cpu_ratio["sb3_ppo"],
+            "cpu_ratio_to_clip": cpu_ratio["clip"],
             "update_seconds": update_seconds[env_id],
             "median_update_seconds": update,
             "same_rollout_ratio_to_clip": same_rollout,
@@ -212,8 +232,8 @@ def main() -> None:
         for variant in speed_variants:
             lines.append(
                 f"| {env_id} | {steps} | {variant} | {steps / median[variant]:.0f} | "
-                f"{median[variant] / median['sb3_ppo']:.3f} | {median[variant] / median['clip']:.3f} | "
-                f"{cpu[variant] / cpu['sb3_ppo']:.3f} | {cpu[variant] / cpu['clip']:.3f} | "
+                f"{wall_ratio['sb3_ppo'][variant]:.3f} | {wall_ratio['clip'][variant]:.3f} | "
+                f"{cpu_ratio['sb3_ppo'][variant]:.3f} | {cpu_ratio['clip'][variant]:.3f} | "
                 f"{update[variant]:.2f} | {same_rollout[variant]:.3f} |"
             )
     lines += ["", f"Versions: {results['versions']}", ""]
