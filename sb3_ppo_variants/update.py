@@ -47,7 +47,8 @@ class RolloutBufferRows(RolloutBufferSamples):
     """
     ``RolloutBufferSamples`` that also know their rows of the flattened buffer (``rows``, a long tensor), so that
     per-sample values computed once per update (π_old's distribution, :class:`~sb3_ppo_variants.old_policy.OldDistributions`)
-    can be gathered for the minibatch. Otherwise the same named tuple (``_replace`` drops ``rows``).
+    can be gathered for the minibatch. Otherwise the same named tuple (``_replace`` drops ``rows``;
+    ``masking.zero_invalid_rows`` keeps them).
     """
 
     rows: th.Tensor

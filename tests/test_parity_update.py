@@ -322,3 +322,18 @@ def test_adam_kernels_do_not_depend_on_position(seed):
             operation(*tensors) for tensors in zip(parts(param), parts(exp_avg), parts(exp_avg_sq), parts(grad), strict=True)
         ]
         assert th.equal(flat, th.cat(per_tensor)), name
+
+
+class EvenRowsValid(PPOVariant):
+    """A variant that counts only the even rows of each minibatch (as a padded recurrent minibatch would)."""
+
+    def _valid_mask(self, rollout_data):
+        return th.arange(len(rollout_data.returns)) % 2 == 0
+
+
+def test_old_distributions_keep_rows_through_invalid_row_zeroing():
+    """Zeroing the invalid rows (a new named tuple) keeps the minibatch's rows, so the cached π_old still applies."""
+    model = EvenRowsValid("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, n_epochs=2, objective="fixed_kl", seed=0)
+    model.learn(128)
+    assert isinstance(model._capture_old_policy(), OldDistributions)
+    assert model.logger.name_to_value["train/kl"] > 0

@@ -1,0 +1,162 @@
+"""
+Figures for docs/paper_table1.md, read from finished comparison studies (nothing is trained here).
+
+    python benchmarks/paper_table1.py [--study benchmarks/results/paper_seven]
+        [--baselines benchmarks/results/paper_baselines] [--reference benchmarks/results/paper_reduced]
+
+Prints Markdown:
+
+- per task, each objective's score (mean return of the last 100 training episodes, mean over seeds) beside the
+  paper's Figure 3 end point for clip;
+- the step-budget check: each objective's score at half the budget and at the end, averaged over seeds (does the
+  curve still climb at 300k steps, where the paper trained 1M?);
+- the paper-baselines study (ppo1's settings) beside the paper-preset study on their shared tasks, with the ordering of
+  the objectives on each;
+- runs that the reference study also made (same env, objective and seed): whether their scores are identical;
+- the cost: core-hours of the study, and of the full Table 1 (11 rows x 7 tasks x 3 seeds x 1M steps) at the measured
+  seconds per step of each task.
+"""
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sb3_ppo_variants.compare import storage
+from sb3_ppo_variants.compare.report import paper_scores
+
+#: The full Table 1: its 11 objective configurations, 3 seeds, 1M steps per run.
+FULL_ROWS, FULL_SEEDS, FULL_STEPS = 11, 3, 1_000_000
+
+
+def by_env_method(results: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """env -> method -> results (finished runs only), seeds in order."""
+    table: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for result in sorted(results, key=lambda r: r["run_id"]):
+        if result.get("status") == "ok":
+            config = result["config"]
+            table[config["env_id"]][config["method"]].append(result)
+    return table
+
+
+def curve_score(result: dict[str, Any], fraction: float) -> float:
+    """The curve's mean return (last 100 episodes) at the first point at or past ``fraction`` of the budget."""
+    curve, budget = result["curve"], result["config"]["timesteps"]
+    index = next(i for i, steps in enumerate(curve["timesteps"]) if steps >= fraction * budget)
+    return float(curve["mean_return"][index])
+
+
+def ordering(scores: dict[str, float]) -> str:
+    return " > ".join(f"{method} ({score:.1f})" for method, score in sorted(scores.items(), key=lambda item: -item[1]))
+
+
+def per_task(table: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
+    figure3 = paper_scores()["figure3_clip"]
+    methods = sorted({method for methods in table.values() for method in methods})
+    lines = [
+        "| task | " + " | ".join(f"`{m}`" for m in methods) + " | paper Fig. 3, clip, 1M steps (v1) |",
+        "|---" * (len(methods) + 2) + "|",
+    ]
+    for env_id in sorted(table):
+        cells = []
+        for method in methods:
+            scores = [r["score"] for r in table[env_id].get(method, [])]
+            cells.append(" / ".join(f"{s:.1f}" for s in scores) if scores else "—")
+        lines.append(f"| {env_id} | " + " | ".join(cells) + f" | {figure3.get(env_id.split('-')[0], '—')} |")
+    return lines
+
+
+def budget_check(table: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
+    lines = ["| task | objective | score at 50% of the budget | at 100% | change |", "|---|---|---|---|---|"]
+    for env_id in sorted(table):
+        for method, results in sorted(table[env_id].items()):
+            half = float(np.mean([curve_score(r, 0.5) for r in results]))
+            full = float(np.mean([curve_score(r, 1.0) for r in results]))
+            lines.append(f"| {env_id} | `{method}` | {half:.1f} | {full:.1f} | {full - half:+.1f} |")
+    return lines
+
+
+def baselines_beside(study: dict[str, Any], baselines: dict[str, Any]) -> list[str]:
+    lines = ["| task | settings | ordering (score, mean over seeds) | runs |", "|---|---|---|---|"]
+    for env_id in sorted(set(study) & set(baselines)):
+        for name, table in (("paper (Table 3)", study), ("ppo1 (paper-baselines)", baselines)):
+            scores = {m: float(np.mean([r["score"] for r in rs])) for m, rs in table[env_id].items()}
+            runs = sum(len(rs) for rs in table[env_id].values())
+            lines.append(f"| {env_id} | {name} | {ordering(scores)} | {runs} |")
+    return lines
+
+
+def reproduction(study: list[dict[str, Any]], reference: list[dict[str, Any]]) -> list[str]:
+    earlier = {r["run_id"]: r for r in reference if r.get("status") == "ok"}
+    same = [r for r in study if r["run_id"] in earlier]
+    identical = [r["run_id"] for r in same if r["score"] == earlier[r["run_id"]]["score"]]
+    different = [
+        f"{r['run_id']} ({r['score']:.3f} vs {earlier[r['run_id']]['score']:.3f})"
+        for r in same
+        if r["run_id"] not in identical
+    ]
+    lines = [f"{len(same)} runs of this study were also made by the reference study: {len(identical)} identical scores."]
+    if different:
+        lines.append("Different: " + ", ".join(different))
+    return lines
+
+
+def cost(results: list[dict[str, Any]]) -> list[str]:
+    finished = [r for r in results if r.get("status") == "ok"]
+    hours = sum(r["wall_time"] for r in finished) / 3600
+    per_env: dict[str, list[float]] = defaultdict(list)
+    for r in finished:
+        per_env[r["config"]["env_id"]].append(r["wall_time"] / r["num_timesteps"])
+    seconds_per_step = {env_id: float(np.mean(values)) for env_id, values in per_env.items()}
+    full_hours = sum(FULL_ROWS * FULL_SEEDS * FULL_STEPS * s for s in seconds_per_step.values()) / 3600
+    lines = [
+        f"{len(finished)} runs, {hours:.2f} core-hours (sum of the runs' wall times, one core each).",
+        "",
+        "| task | µs per step (mean over runs) | full Table 1 on this task (33 runs x 1M steps), core-hours |",
+        "|---|---|---|",
+    ]
+    for env_id, s in sorted(seconds_per_step.items()):
+        lines.append(f"| {env_id} | {s * 1e6:.0f} | {FULL_ROWS * FULL_SEEDS * FULL_STEPS * s / 3600:.1f} |")
+    lines.append(f"| all {len(seconds_per_step)} tasks | | **{full_hours:.1f}** |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--study", type=Path, default=Path("benchmarks/results/paper_seven"))
+    parser.add_argument("--baselines", type=Path, default=Path("benchmarks/results/paper_baselines"))
+    parser.add_argument("--reference", type=Path, default=Path("benchmarks/results/paper_reduced"))
+    args = parser.parse_args()
+    study = storage.load_results(args.study)
+    table = by_env_method(study)
+    sections = [
+        ("Scores per task (seed 0 / seed 1)", per_task(table)),
+        ("Step budget", budget_check(table)),
+        ("Cost", cost(study)),
+    ]
+    if args.baselines.is_dir():
+        baselines = storage.load_results(args.baselines)
+        sections.insert(2, ("paper-baselines beside paper", baselines_beside(table, by_env_method(baselines))))
+        sections.append(("Cost of the paper-baselines study", cost(baselines)))
+    if args.reference.is_dir():
+        sections.append(("Reproduction", reproduction(study, storage.load_results(args.reference))))
+    for title, lines in sections:
+        print(f"\n## {title}\n")
+        print("\n".join(lines))
+    summary = json.loads((args.study / "summary.json").read_text()) if (args.study / "summary.json").exists() else None
+    if summary:
+        print("\n## Table 1 (from summary.json)\n")
+        print("| method | ours | IQM [95% CI] | paper |\n|---|---|---|---|")
+        for method, entry in summary["methods"].items():
+            iqm = entry["aggregates"]["IQM"]
+            print(
+                f"| `{method}` | {entry['mean_normalized_score']:.2f} | {iqm[0]:.2f} [{iqm[1]:.2f}, {iqm[2]:.2f}] "
+                f"| {entry.get('paper_table1')} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
