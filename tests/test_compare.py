@@ -258,6 +258,10 @@ def test_resume_after_sigkill(tmp_path, capsys):
             ["--baselines", "ppo", "sac"],
             "--baselines: unknown baseline 'sac' for --algo ppo_variant; choose from ppo, trpo, a2c",
         ),
+        (["-params", "learning_rate:lin_3e-4"], "--params learning_rate:lin_3e-4: the value 'lin_3e-4' is not a Python"),
+        (["--params", "policy_kwargs:dict(activation_fn=nn.ReLU)"], "--params policy_kwargs: the value {'activation_fn'"),
+        (["--params", "learnin_rate:0.1"], "unknown hyperparameter 'learnin_rate' for ppo_variant on CartPole-v1"),
+        (["--params", "kl_target:-1.0"], "kl_target must be > 0, got -1.0"),
         (["--hyperparams", "missing.yml"], "--hyperparams: file 'missing.yml' not found"),
         (["--hyperparams", "{no_entry}"], "--hyperparams: no entry for 'CartPole-v1'"),
         (["--hyperparams", "{bad_value}"], "kl_target must be > 0, got -1.0"),
@@ -388,6 +392,18 @@ def test_presets_plan():
     manager, model_kwargs, _ = preprocess(spec)
     assert manager.normalize_kwargs == {"norm_obs": True, "norm_reward": False, "clip_obs": 5.0, "gamma": 0.99}
     assert model_kwargs["learning_rate"](0.5) == pytest.approx(1.5e-4) and model_kwargs["learning_rate"](0.0) == 0.0
+
+    # -params (rl-zoo's syntax) over the preset's overrides: the released settings without the annealing.
+    constant = _preset_plan("--preset", "paper-baselines", "--seeds", "1", "-params", "learning_rate:3e-4", "n_epochs:5")
+    spec_constant = next(s for s in constant.specs if s.method == "clip:0.3" and s.env_id == "Hopper-v5")
+    assert spec_constant.hyperparams == {**spec.hyperparams, "learning_rate": 3e-4, "n_epochs": 5}
+    assert spec_constant.fingerprint != spec.fingerprint
+    # Over a file without overrides: the paper's settings with only the normalisation (a dict, as rl-zoo accepts it).
+    normalised = _preset_plan("--preset", "paper", "--params", "normalize:dict(norm_obs=True, norm_reward=False)")
+    spec_normalised = next(s for s in normalised.specs if s.method == "clip:0.3" and s.env_id == "Hopper-v5")
+    normalize = {"norm_obs": True, "norm_reward": False}
+    assert spec_normalised.hyperparams == {**expected, "clip_range": 0.3, "normalize": normalize}
+    assert preprocess(spec_normalised)[0].normalize_kwargs == {"norm_obs": True, "norm_reward": False, "gamma": 0.99}
 
     learning = _preset_plan("--preset", "learning")
     assert {method.label for method in learning.methods} == {"clip", "adaptive_kl", "fixed_kl", "none", "ppo"}

@@ -1,6 +1,7 @@
 """Command line of the comparison study: ``python -m sb3_ppo_variants compare ...``."""
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ examples:
   python -m sb3_ppo_variants compare --preset paper --ray-address auto --out results/paper
   python -m sb3_ppo_variants compare --envs mypkg.envs:MyEnv-v0 --env-kwargs size:8 --objectives clip:0.2 none \
       --seeds 3 --timesteps 1e5
+  python -m sb3_ppo_variants compare --preset paper -params learning_rate:"'lin_3e-4'" --out results/paper_annealed
   python -m sb3_ppo_variants compare --out results/paper --report-only
 """
 
@@ -80,6 +82,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: the preset's, else the algorithms' defaults = the paper's Table 3)",
     )
     grid.add_argument(
+        "-params",
+        "--params",
+        nargs="+",
+        default=[],
+        metavar="KEY:VALUE",
+        help="hyperparameters set over every env's entry, rl-zoo's syntax (learning_rate:\"'lin_3e-4'\"); "
+        "merged over the preset's overrides",
+    )
+    grid.add_argument(
         "--baselines",
         nargs="*",
         metavar="ALGO",
@@ -119,13 +130,24 @@ def config_from_args(args: argparse.Namespace, command: str = "") -> StudyConfig
     grid = {key: preset.get(key) if value is None else value for key, value in grid.items()}
     try:
         env_kwargs = evaluate_key_values("--env-kwargs", args.env_kwargs)
+        params = evaluate_key_values("--params", args.params)
     except ZooConfigError as error:
         raise StudyError(str(error)) from None
+    for key, value in params.items():
+        # A run's hyperparameters are stored and hashed as JSON, and converted by the worker (the YAML form).
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            raise StudyError(
+                f"--params {key}: the value {value!r} cannot be stored in a run's result (JSON); quote it so that it "
+                f"stays a string, as in a YAML file, which rl-zoo evaluates in the run: {key}:\"'...'\""
+            ) from None
     for key in ("envs", "seeds", *(("objectives",) if grid["baselines"] is None else ())):
         if grid[key] is None:
             raise StudyError(f"--{key} is required without --preset")
-    # A preset's overrides belong to its hyperparameter file.
+    # A preset's overrides belong to its hyperparameter file; --params apply to whichever file is used.
     overrides = preset.get("overrides", {}) if grid["hyperparams"] == preset.get("hyperparams") else {}
+    overrides = {**overrides, **params}
     return StudyConfig(
         out=args.out or Path("runs", "compare", args.preset or "study"),
         envs=list(grid["envs"]),

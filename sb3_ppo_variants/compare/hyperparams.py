@@ -172,7 +172,7 @@ def check_hyperparams(spec: RunSpec) -> None:
         preprocess(spec)
     except Exception as error:
         raise StudyError(
-            f"--hyperparams: the hyperparameters of {spec.method} on {spec.env_id} are not valid: "
+            f"--hyperparams/--params: the hyperparameters of {spec.method} on {spec.env_id} are not valid: "
             f"{type(error).__name__}: {error}"
         ) from error
 
