@@ -2,7 +2,8 @@
 Figures for docs/paper_table1.md, read from finished comparison studies (nothing is trained here).
 
     python benchmarks/paper_table1.py [--study benchmarks/results/paper_seven]
-        [--baselines benchmarks/results/paper_baselines] [--reference benchmarks/results/paper_reduced]
+        [--settings benchmarks/results/paper_baselines benchmarks/results/paper_obs_norm ...]
+        [--reference benchmarks/results/paper_reduced]
 
 Prints Markdown:
 
@@ -10,8 +11,10 @@ Prints Markdown:
   paper's Figure 3 end point for clip;
 - the step-budget check: each objective's score at half the budget and at the end, averaged over seeds (does the
   curve still climb at 300k steps, where the paper trained 1M?);
-- the paper-baselines study (ppo1's settings) beside the paper-preset study on their shared tasks, with the ordering of
-  the objectives on each;
+- the studies of other settings (ppo1's, `paper-baselines`, and single settings of it added to the `paper` preset with
+  `-params`) beside the paper-preset study on their shared tasks: the ordering of the objectives on each task, and
+  each objective's normalised score with constants shared by all these studies (random policy 0, best run of any
+  setting 1), with rliable's IQM and its 95% CI;
 - runs that the reference study also made (same env, objective and seed): whether their scores are identical;
 - the cost: core-hours of the study, and of the full Table 1 (11 rows x 7 tasks x 3 seeds x 1M steps) at the measured
   seconds per step of each task.
@@ -26,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from sb3_ppo_variants.compare import storage
+from sb3_ppo_variants.compare.metrics import aggregate_intervals, normalization_constants, summarize
 from sb3_ppo_variants.compare.report import paper_scores
 
 #: The full Table 1: its 11 objective configurations, 3 seeds, 1M steps per run.
@@ -79,13 +83,57 @@ def budget_check(table: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]
     return lines
 
 
-def baselines_beside(study: dict[str, Any], baselines: dict[str, Any]) -> list[str]:
+def settings_beside(tables: dict[str, dict[str, dict[str, list[dict[str, Any]]]]]) -> list[str]:
+    """Per task shared by every study, each study's ordering of the objectives (mean score over seeds)."""
     lines = ["| task | settings | ordering (score, mean over seeds) | runs |", "|---|---|---|---|"]
-    for env_id in sorted(set(study) & set(baselines)):
-        for name, table in (("paper (Table 3)", study), ("ppo1 (paper-baselines)", baselines)):
+    for env_id in sorted(set.intersection(*(set(table) for table in tables.values()))):
+        for name, table in tables.items():
             scores = {m: float(np.mean([r["score"] for r in rs])) for m, rs in table[env_id].items()}
             runs = sum(len(rs) for rs in table[env_id].values())
             lines.append(f"| {env_id} | {name} | {ordering(scores)} | {runs} |")
+    return lines
+
+
+def settings_normalized(studies: dict[str, Path]) -> list[str]:
+    """
+    Each objective's normalised score under each setting, on the tasks every study ran, with one set of constants for
+    all of them (the random policy of the first study, the best run of any study), so that settings can be compared.
+    """
+    results = {name: storage.load_results(path) for name, path in studies.items()}
+    envs = sorted(set.intersection(*({r["config"]["env_id"] for r in rs} for rs in results.values())))
+    pooled = []
+    for name, runs in results.items():
+        for result in runs:
+            if result["config"]["env_id"] in envs:
+                config = {**result["config"], "method": f"{name}|{result['config']['method']}"}
+                pooled.append({**result, "config": config, "run_id": f"{name}/{result['run_id']}"})
+    first = next(iter(studies.values()))
+    random = {env_id: storage.read_json(storage.random_path(first, env_id))["mean"] for env_id in envs}
+    constants = normalization_constants(pooled, random)
+    summaries = summarize(pooled, constants)
+    intervals = aggregate_intervals({label: summary.matrix(envs) for label, summary in summaries.items()}, reps=10_000)
+    methods = sorted({label.split("|")[1] for label in summaries})
+    best = ", ".join(f"{env_id} {constants[env_id].best:.1f} ({constants[env_id].best_run})" for env_id in envs)
+    lines = [
+        f"Tasks: {', '.join(envs)}. Random policy 0, best run of any setting 1: {best}.",
+        "Cells: mean normalised score over tasks x seeds (runs), then IQM [95% CI] over the complete seeds.",
+        "",
+        "| objective | " + " | ".join(studies) + " |",
+        "|---" * (len(studies) + 1) + "|",
+    ]
+    for method in methods:
+        cells = []
+        for name in studies:
+            label = f"{name}|{method}"
+            summary, interval = summaries.get(label), intervals.get(label, {}).get("IQM")
+            if summary is None or summary.mean_normalized is None:
+                cells.append("—")
+                continue
+            cell = f"{summary.mean_normalized:.2f} ({len(summary.normalized)})"
+            if interval is not None:
+                cell += f", {interval[0]:.2f} [{interval[1]:.2f}, {interval[2]:.2f}]"
+            cells.append(cell)
+        lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -127,7 +175,13 @@ def cost(results: list[dict[str, Any]]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", type=Path, default=Path("benchmarks/results/paper_seven"))
-    parser.add_argument("--baselines", type=Path, default=Path("benchmarks/results/paper_baselines"))
+    parser.add_argument(
+        "--settings",
+        type=Path,
+        nargs="*",
+        default=[Path("benchmarks/results", name) for name in ("paper_baselines", "paper_obs_norm", "paper_lr_anneal")],
+        help="studies of the same grid with other settings (those that exist are shown)",
+    )
     parser.add_argument("--reference", type=Path, default=Path("benchmarks/results/paper_reduced"))
     args = parser.parse_args()
     study = storage.load_results(args.study)
@@ -137,10 +191,14 @@ def main() -> None:
         ("Step budget", budget_check(table)),
         ("Cost", cost(study)),
     ]
-    if args.baselines.is_dir():
-        baselines = storage.load_results(args.baselines)
-        sections.insert(2, ("paper-baselines beside paper", baselines_beside(table, by_env_method(baselines))))
-        sections.append(("Cost of the paper-baselines study", cost(baselines)))
+    settings = [path for path in args.settings if path.is_dir()]
+    if settings:
+        studies = {args.study.name: args.study, **{path.name: path for path in settings}}
+        tables = {name: by_env_method(storage.load_results(path)) for name, path in studies.items()}
+        sections.insert(2, ("Other settings beside the paper's", settings_beside(tables)))
+        sections.insert(3, ("Other settings, normalised together", settings_normalized(studies)))
+        for path in settings:
+            sections.append((f"Cost of {path.name}", cost(storage.load_results(path))))
     if args.reference.is_dir():
         sections.append(("Reproduction", reproduction(study, storage.load_results(args.reference))))
     for title, lines in sections:
