@@ -179,7 +179,10 @@ def main() -> None:
         "--settings",
         type=Path,
         nargs="*",
-        default=[Path("benchmarks/results", name) for name in ("paper_baselines", "paper_obs_norm", "paper_lr_anneal")],
+        default=[
+            Path("benchmarks/results", name)
+            for name in ("paper_baselines", "paper_obs_norm", "paper_lr_anneal", "paper_baselines_constant_lr")
+        ],
         help="studies of the same grid with other settings (those that exist are shown)",
     )
     parser.add_argument("--reference", type=Path, default=Path("benchmarks/results/paper_reduced"))
