@@ -14,7 +14,7 @@ Prints Markdown:
 - the studies of other settings (ppo1's, `paper-baselines`, and single settings of it added to the `paper` preset with
   `-params`) beside the paper-preset study on their shared tasks: the ordering of the objectives on each task, and
   each objective's normalised score with constants shared by all these studies (random policy 0, best run of any
-  setting 1), with rliable's IQM and its 95% CI;
+  setting 1), with rliable's IQM and its 95% CI; and how far runs end below the best point of their own curve;
 - runs that the reference study also made (same env, objective and seed): whether their scores are identical;
 - the cost: core-hours of the study, and of the full Table 1 (11 rows x 7 tasks x 3 seeds x 1M steps) at the measured
   seconds per step of each task.
@@ -137,6 +137,31 @@ def settings_normalized(studies: dict[str, Path]) -> list[str]:
     return lines
 
 
+def late_drop(studies: dict[str, Path]) -> list[str]:
+    """
+    How far each run ends below the best point of its own learning curve, as a fraction of that best point's distance
+    from the random policy (0: the run ends at its best): an objective without a trust region tends to learn, then fall
+    back. Mean over the runs on the tasks every study ran, and how many runs end more than 10% below their best.
+    """
+    tables = {name: by_env_method(storage.load_results(path)) for name, path in studies.items()}
+    envs = sorted(set.intersection(*(set(table) for table in tables.values())))
+    first = next(iter(studies.values()))
+    random = {env_id: storage.read_json(storage.random_path(first, env_id))["mean"] for env_id in envs}
+    methods = sorted({method for table in tables.values() for env_id in envs for method in table[env_id]})
+    lines = ["| objective | " + " | ".join(studies) + " |", "|---" * (len(studies) + 1) + "|"]
+    for method in methods:
+        cells = []
+        for table in tables.values():
+            drops = [
+                (max(r["curve"]["mean_return"]) - curve_score(r, 1.0)) / (max(r["curve"]["mean_return"]) - random[env_id])
+                for env_id in envs
+                for r in table[env_id].get(method, [])
+            ]
+            cells.append(f"{np.mean(drops):.2f} ({sum(d > 0.1 for d in drops)}/{len(drops)})" if drops else "—")
+        lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
+    return lines
+
+
 def reproduction(study: list[dict[str, Any]], reference: list[dict[str, Any]]) -> list[str]:
     earlier = {r["run_id"]: r for r in reference if r.get("status") == "ok"}
     same = [r for r in study if r["run_id"] in earlier]
@@ -200,6 +225,7 @@ def main() -> None:
         tables = {name: by_env_method(storage.load_results(path)) for name, path in studies.items()}
         sections.insert(2, ("Other settings beside the paper's", settings_beside(tables)))
         sections.insert(3, ("Other settings, normalised together", settings_normalized(studies)))
+        sections.insert(4, ("Late drop below each run's best point", late_drop(studies)))
         for path in settings:
             sections.append((f"Cost of {path.name}", cost(storage.load_results(path))))
     if args.reference.is_dir():
