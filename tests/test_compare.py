@@ -260,6 +260,7 @@ def test_resume_after_sigkill(tmp_path, capsys):
         ),
         (["-params", "learning_rate:lin_3e-4"], "--params learning_rate:lin_3e-4: the value 'lin_3e-4' is not a Python"),
         (["--params", "policy_kwargs:dict(activation_fn=nn.ReLU)"], "--params policy_kwargs: the value {'activation_fn'"),
+        (["--params", "objective:'none'"], "--params objective: each --objectives spec sets the objective"),
         (["--params", "learnin_rate:0.1"], "unknown hyperparameter 'learnin_rate' for ppo_variant on CartPole-v1"),
         (["--params", "kl_target:-1.0"], "kl_target must be > 0, got -1.0"),
         (["--hyperparams", "missing.yml"], "--hyperparams: file 'missing.yml' not found"),

@@ -133,6 +133,8 @@ def config_from_args(args: argparse.Namespace, command: str = "") -> StudyConfig
         params = evaluate_key_values("--params", args.params)
     except ZooConfigError as error:
         raise StudyError(str(error)) from None
+    if "objective" in params:
+        raise StudyError("--params objective: each --objectives spec sets the objective of its runs; list them there")
     for key, value in params.items():
         # A run's hyperparameters are stored and hashed as JSON, and converted by the worker (the YAML form).
         try:
