@@ -94,6 +94,11 @@ def settings_beside(tables: dict[str, dict[str, dict[str, list[dict[str, Any]]]]
     return lines
 
 
+def random_scores(study: Path, envs: list[str]) -> dict[str, float]:
+    """The random policy's score of each env, from the study's cached measurement."""
+    return {env_id: storage.read_json(storage.random_path(study, env_id))["mean"] for env_id in envs}
+
+
 def settings_normalized(studies: dict[str, Path]) -> list[str]:
     """
     Each objective's normalised score under each setting, on the tasks every study ran, with one set of constants for
@@ -107,9 +112,7 @@ def settings_normalized(studies: dict[str, Path]) -> list[str]:
             if result["config"]["env_id"] in envs:
                 config = {**result["config"], "method": f"{name}|{result['config']['method']}"}
                 pooled.append({**result, "config": config, "run_id": f"{name}/{result['run_id']}"})
-    first = next(iter(studies.values()))
-    random = {env_id: storage.read_json(storage.random_path(first, env_id))["mean"] for env_id in envs}
-    constants = normalization_constants(pooled, random)
+    constants = normalization_constants(pooled, random_scores(next(iter(studies.values())), envs))
     summaries = summarize(pooled, constants)
     intervals = aggregate_intervals({label: summary.matrix(envs) for label, summary in summaries.items()}, reps=10_000)
     methods = sorted({label.split("|")[1] for label in summaries})
@@ -145,8 +148,7 @@ def late_drop(studies: dict[str, Path]) -> list[str]:
     """
     tables = {name: by_env_method(storage.load_results(path)) for name, path in studies.items()}
     envs = sorted(set.intersection(*(set(table) for table in tables.values())))
-    first = next(iter(studies.values()))
-    random = {env_id: storage.read_json(storage.random_path(first, env_id))["mean"] for env_id in envs}
+    random = random_scores(next(iter(studies.values())), envs)
     methods = sorted({method for table in tables.values() for env_id in envs for method in table[env_id]})
     lines = ["| objective | " + " | ".join(studies) + " |", "|---" * (len(studies) + 1) + "|"]
     for method in methods:
