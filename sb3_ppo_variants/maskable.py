@@ -1,10 +1,10 @@
 """
 ``MaskablePPOVariant``: sb3-contrib's ``MaskablePPO`` (invalid-action masking) with every surrogate objective.
 
-It is :class:`~sb3_ppo_variants.PPOVariant`'s update on sb3-contrib's maskable policies, buffers and rollout
-collection, which are reused, not copied: ``_setup_model``, ``collect_rollouts``, ``predict`` and ``learn`` are
-``MaskablePPO``'s own functions. Only two extension points differ from ``PPOVariant``: π_θ and π_old are evaluated with
-the action masks stored with each sample, so both are the *masked* distributions and their KL runs over the valid
+A subclass of ``MaskablePPO`` with the package's update (:class:`~sb3_ppo_variants.engine.UpdateEngine`, first in the
+bases, replaces ``MaskablePPO.train``). Set-up, policies, buffers, rollout collection, ``predict`` and ``learn`` are
+``MaskablePPO``'s own, inherited. Only two extension points differ from ``PPOVariant``: π_θ and π_old are evaluated
+with the action masks stored with each sample, so both are the *masked* distributions and their KL runs over the valid
 actions only (finite with sb3-contrib's ``-1e8`` masked logits and with ``-inf``).
 """
 
@@ -22,13 +22,14 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
 from sb3_ppo_variants.checks import check_bool
-from sb3_ppo_variants.objectives import SurrogateObjective
-from sb3_ppo_variants.ppo_variant import Evaluation, PPOVariant
+from sb3_ppo_variants.engine import UpdateEngine
+from sb3_ppo_variants.loss import Evaluation
+from sb3_ppo_variants.objectives import SurrogateObjective, make_objective
 
 SelfMaskablePPOVariant = TypeVar("SelfMaskablePPOVariant", bound="MaskablePPOVariant")
 
 
-class MaskablePPOVariant(PPOVariant):
+class MaskablePPOVariant(UpdateEngine, MaskablePPO):
     """
     PPO with invalid-action masking (sb3-contrib's ``MaskablePPO``) and a selectable surrogate objective. With
     ``objective="clip"`` (the default) training is the same as ``MaskablePPO``'s for the same seed.
@@ -75,6 +76,7 @@ class MaskablePPOVariant(PPOVariant):
     }
     supported_action_spaces = (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
     policy_base = MaskableActorCriticPolicy
+    rollout_fallback = "sb3-contrib's MaskablePPO.collect_rollouts (masks)"
     policy: MaskableActorCriticPolicy  # type: ignore[assignment]
 
     def __init__(
@@ -108,12 +110,15 @@ class MaskablePPOVariant(PPOVariant):
         log_kl: bool = False,
         _init_setup_model: bool = True,
     ):
+        # Validate everything before sb3-contrib creates environments or networks.
+        self._check_arguments(locals())
+        built_objective = make_objective(objective, clip_range=clip_range, kl_coef=kl_coef, kl_target=kl_target)
         super().__init__(
             policy,
             env,
             learning_rate=learning_rate,
             n_steps=n_steps,
-            batch_size=batch_size,  # type: ignore[arg-type]
+            batch_size=batch_size,
             n_epochs=n_epochs,
             gamma=gamma,
             gae_lambda=gae_lambda,
@@ -123,8 +128,6 @@ class MaskablePPOVariant(PPOVariant):
             ent_coef=ent_coef,
             vf_coef=vf_coef,
             max_grad_norm=max_grad_norm,
-            use_sde=False,  # masked distributions are discrete
-            sde_sample_freq=-1,
             rollout_buffer_class=rollout_buffer_class,
             rollout_buffer_kwargs=rollout_buffer_kwargs,
             target_kl=target_kl,
@@ -134,20 +137,11 @@ class MaskablePPOVariant(PPOVariant):
             verbose=verbose,
             seed=seed,
             device=device,
-            objective=objective,
-            kl_coef=kl_coef,
-            kl_target=kl_target,
-            log_kl=log_kl,
-            _init_setup_model=_init_setup_model,
+            _init_setup_model=False,
         )
-
-    def _setup_model(self) -> None:
-        MaskablePPO._setup_model(self)  # type: ignore[arg-type]  # sb3-contrib's policy and maskable buffers
-        self._setup_update()
-
-    # Rollouts and prediction are MaskablePPO's: masks from the env, stored with each sample.
-    collect_rollouts = MaskablePPO.collect_rollouts  # type: ignore[assignment]
-    predict = MaskablePPO.predict  # type: ignore[assignment]
+        self._init_update(built_objective, kl_coef, kl_target, log_kl, normalize_advantage)
+        if _init_setup_model:
+            self._setup_model()
 
     def _evaluate_actions(self, rollout_data: Any, actions: th.Tensor) -> Evaluation:
         values, log_prob, entropy = self.policy.evaluate_actions(
@@ -183,8 +177,7 @@ class MaskablePPOVariant(PPOVariant):
                 "sb3_contrib's ActionMasker, or with sb3_ppo_variants.wrappers.InfoActionMasker if it reports "
                 "info['action_mask'], or pass use_masking=False."
             )
-        return MaskablePPO.learn(  # type: ignore[arg-type, return-value, type-var]
-            self,
+        return super().learn(
             total_timesteps=total_timesteps,
             callback=callback,
             log_interval=log_interval,

@@ -49,7 +49,4 @@ def zero_invalid_rows(samples: NamedTupleT, valid: th.Tensor) -> NamedTupleT:
             return th.where(valid.view(-1, *(1,) * (value.dim() - 1)), value, th.zeros((), dtype=value.dtype))
         return value
 
-    zeroed = samples._replace(**{name: zero(value) for name, value in samples._asdict().items()})
-    if hasattr(samples, "rows"):  # the minibatch's rows of the buffer (update.RolloutBufferRows) are not a field
-        zeroed.rows = samples.rows  # type: ignore[attr-defined]
-    return zeroed
+    return samples._replace(**{name: zero(value) for name, value in samples._asdict().items()})

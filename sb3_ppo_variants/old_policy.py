@@ -15,16 +15,24 @@ Where minibatches know their rows of the rollout (SB3's own buffers, through ``u
 distribution has a closed-form KL, π_old is instead :class:`OldDistributions`: its distribution's parameters for every
 sample, computed with one actor pass over the rollout before the first gradient step, which is ``n_epochs`` times
 fewer actor passes and no copy of the policy.
+
+Both answer the one question the update asks, :meth:`kl` ``(rollout_data, new_distribution, new_log_prob)``: the KL
+per sample of a minibatch, and say with ``kl_is_estimate`` whether it is the exact KL.
 """
 
 import copy
-from collections.abc import Iterable
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch as th
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import BasePolicy
 
-from sb3_ppo_variants.kl import ClosedFormKL, DistributionParams, closed_form_kl, torch_distribution_of
+from sb3_ppo_variants.kl import ClosedFormKL, DistributionParams, closed_form_kl, kl_between, sampled_kl, torch_distribution_of
+
+#: The action distribution of a policy on one minibatch, with the minibatch's inputs (masks, LSTM states).
+DistributionOf = Callable[[BasePolicy, Any], Distribution]
 
 
 class OldPolicy:
@@ -32,9 +40,13 @@ class OldPolicy:
     A frozen copy of a policy, in evaluation mode (as when it collected the rollout) and without gradients.
 
     :param policy: the policy to copy; call :meth:`capture` before each update to refresh the copy
+    :param distribution_of: the algorithm's way of evaluating a policy's distribution on a minibatch
     """
 
-    def __init__(self, policy: BasePolicy) -> None:
+    def __init__(self, policy: BasePolicy, distribution_of: DistributionOf) -> None:
+        self.distribution_of = distribution_of
+        #: whether :meth:`kl` fell back to the sample estimate (no closed form for the distribution)
+        self.kl_is_estimate = False
         # The copy never trains: its optimizer (and the optimizer's state) is not copied, gradients are not tracked.
         # The action distribution object, which SB3 refills in place at every call, is copied shallowly: its last
         # contents (e.g. gSDE's noise, non-leaf tensors that cannot be deep-copied) are never read before a refill.
@@ -51,6 +63,31 @@ class OldPolicy:
             self.policy.load_state_dict(policy.state_dict())
         return self
 
+    def kl(self, rollout_data: Any, new_distribution: Distribution, new_log_prob: th.Tensor) -> th.Tensor:
+        """
+        KL[π_old(·|s) ‖ π_θ(·|s)] per sample of a minibatch: exact, from the copy's distribution on the minibatch's
+        inputs, or the sample estimate (r - 1) - log r on the taken actions for a distribution without a closed form
+        (with a warning, once, and ``kl_is_estimate = True``).
+
+        :param rollout_data: the minibatch
+        :param new_distribution: π_θ on the minibatch (populated)
+        :param new_log_prob: log π_θ(a|s) of the minibatch's actions
+        :return: KL per sample, shape (batch,)
+        """
+        with th.no_grad():
+            old_distribution = self.distribution_of(self.policy, rollout_data)
+        kl = kl_between(old_distribution, new_distribution)
+        if kl is not None:
+            return kl
+        if not self.kl_is_estimate:
+            self.kl_is_estimate = True
+            warnings.warn(
+                f"No closed-form KL for {type(new_distribution).__name__}: the KL penalty and train/kl use the sample "
+                "estimate (r - 1) - log r on the rollout's actions instead of the exact KL.",
+                stacklevel=2,
+            )
+        return sampled_kl(rollout_data.old_log_prob, new_log_prob)
+
 
 class OldDistributions:
     """
@@ -65,6 +102,9 @@ class OldDistributions:
     :param closed_form: the closed-form KL of the distribution family
     :param parameters: the family's parameter tensors, one row per sample of the flattened rollout
     """
+
+    #: always the exact KL: only closed-form families are held this way
+    kl_is_estimate = False
 
     def __init__(self, closed_form: ClosedFormKL, parameters: DistributionParams) -> None:
         self.closed_form = closed_form
@@ -90,13 +130,14 @@ class OldDistributions:
             return None
         return cls(closed_form, tuple(th.cat(parts) for parts in zip(*chunks, strict=True)))
 
-    def kl(self, rows: th.Tensor, new_distribution: Distribution) -> th.Tensor:
+    def kl(self, rollout_data: Any, new_distribution: Distribution, new_log_prob: th.Tensor | None = None) -> th.Tensor:
         """
         Exact KL[π_old(·|s) ‖ π_θ(·|s)] per sample of a minibatch.
 
-        :param rows: the minibatch's rows of the flattened rollout
+        :param rollout_data: the minibatch, with its ``rows`` of the flattened rollout (:mod:`sb3_ppo_variants.update`)
         :param new_distribution: π_θ on the minibatch (populated)
+        :param new_log_prob: unused (the KL is exact)
         :return: KL per sample, shape (batch,)
         """
-        old = tuple(parameter.index_select(0, rows) for parameter in self.parameters)
+        old = tuple(parameter.index_select(0, rollout_data.rows) for parameter in self.parameters)
         return self.closed_form.kl(old, self.closed_form.parameters(torch_distribution_of(new_distribution)))

@@ -1,9 +1,9 @@
 """
 ``RecurrentPPOVariant``: sb3-contrib's ``RecurrentPPO`` (LSTM policies) with every surrogate objective.
 
-It is :class:`~sb3_ppo_variants.PPOVariant`'s update on sb3-contrib's recurrent policies, buffers and rollout
-collection, which are reused, not copied (``_setup_model`` and ``collect_rollouts`` are ``RecurrentPPO``'s own
-functions). What differs from ``PPOVariant`` is in three extension points:
+A subclass of ``RecurrentPPO`` with the package's update (:class:`~sb3_ppo_variants.engine.UpdateEngine`, first in
+the bases, replaces ``RecurrentPPO.train``). Set-up, policies, buffers, rollout collection and ``learn`` are
+``RecurrentPPO``'s own, inherited. What differs from ``PPOVariant`` is in three extension points:
 
 - minibatches are RecurrentPPO's padded sequences, and only their valid rows count (:meth:`_valid_mask`): padding
   contributes nothing to the surrogate, the KL, the value loss, the entropy, the advantage normalisation,
@@ -23,13 +23,14 @@ from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
-from sb3_ppo_variants.objectives import SurrogateObjective
-from sb3_ppo_variants.ppo_variant import Evaluation, PPOVariant
+from sb3_ppo_variants.engine import UpdateEngine
+from sb3_ppo_variants.loss import Evaluation
+from sb3_ppo_variants.objectives import SurrogateObjective, make_objective
 
 SelfRecurrentPPOVariant = TypeVar("SelfRecurrentPPOVariant", bound="RecurrentPPOVariant")
 
 
-class RecurrentPPOVariant(PPOVariant):
+class RecurrentPPOVariant(UpdateEngine, RecurrentPPO):
     """
     PPO with an LSTM policy (sb3-contrib's ``RecurrentPPO``) and a selectable surrogate objective. With
     ``objective="clip"`` (the default) training is the same as ``RecurrentPPO``'s for the same seed (up to the
@@ -78,6 +79,7 @@ class RecurrentPPOVariant(PPOVariant):
     }
     policy_base = RecurrentActorCriticPolicy
     recurrent = True
+    rollout_fallback = "sb3-contrib's RecurrentPPO.collect_rollouts (LSTM states)"
     policy: RecurrentActorCriticPolicy  # type: ignore[assignment]
 
     def __init__(
@@ -111,13 +113,15 @@ class RecurrentPPOVariant(PPOVariant):
         log_kl: bool = False,
         _init_setup_model: bool = True,
     ):
-        self._last_lstm_states = None
+        # Validate everything before sb3-contrib creates environments or networks.
+        self._check_arguments(locals())
+        built_objective = make_objective(objective, clip_range=clip_range, kl_coef=kl_coef, kl_target=kl_target)
         super().__init__(
             policy,
             env,
             learning_rate=learning_rate,
             n_steps=n_steps,
-            batch_size=batch_size,  # type: ignore[arg-type]
+            batch_size=batch_size,
             n_epochs=n_epochs,
             gamma=gamma,
             gae_lambda=gae_lambda,
@@ -136,22 +140,11 @@ class RecurrentPPOVariant(PPOVariant):
             verbose=verbose,
             seed=seed,
             device=device,
-            objective=objective,
-            kl_coef=kl_coef,
-            kl_target=kl_target,
-            log_kl=log_kl,
-            _init_setup_model=_init_setup_model,
+            _init_setup_model=False,
         )
-
-    def _setup_model(self) -> None:
-        RecurrentPPO._setup_model(self)  # type: ignore[arg-type]  # sb3-contrib's policy, LSTM states and buffers
-        self._setup_update()
-
-    # Rollouts are RecurrentPPO's: LSTM states carried across steps and stored with each sample.
-    collect_rollouts = RecurrentPPO.collect_rollouts  # type: ignore[assignment]
-
-    def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_last_lstm_states"]
+        self._init_update(built_objective, kl_coef, kl_target, log_kl, normalize_advantage)
+        if _init_setup_model:
+            self._setup_model()
 
     def _valid_mask(self, rollout_data: Any) -> th.Tensor:
         # RecurrentPPO pads sequences to a common length; its buffer marks the real rows with mask = 1.
@@ -169,7 +162,7 @@ class RecurrentPPOVariant(PPOVariant):
         )
         return distribution
 
-    def learn(
+    def learn(  # type: ignore[override]
         self: SelfRecurrentPPOVariant,
         total_timesteps: int | float,
         callback: MaybeCallback = None,
@@ -178,9 +171,9 @@ class RecurrentPPOVariant(PPOVariant):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfRecurrentPPOVariant:
-        """Train for ``total_timesteps`` environment steps, as ``RecurrentPPO.learn``."""
+        """Train for ``total_timesteps`` environment steps, as ``RecurrentPPO.learn`` (a float such as ``1e6`` too)."""
         return super().learn(
-            total_timesteps=total_timesteps,
+            total_timesteps=self._check_learn_arguments(total_timesteps, log_interval),
             callback=callback,
             log_interval=log_interval,
             tb_log_name=tb_log_name,

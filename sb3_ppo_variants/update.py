@@ -4,13 +4,11 @@ A faster PPO update with the same results as SB3 PPO's ``train()``.
 On an MLP policy, most of an update's time is per-call overhead, not arithmetic: ``nn.Module.__call__``, torch
 ``Distribution`` objects with argument validation, ``RolloutBuffer._get_samples`` converting six arrays per minibatch,
 ``clip_grad_norm_`` walking the modules for ``parameters()``, and the CPU optimizer running one kernel per parameter
-tensor for each of its eight operations. Three pieces here remove that overhead and keep every number:
+tensor for each of its eight operations. These pieces (with :class:`~sb3_ppo_variants.fast_policy.FastActorCritic` for
+the policy's forward passes) remove that overhead and keep every number:
 
 - :func:`fast_minibatches`: ``RolloutBuffer.get()`` (and ``DictRolloutBuffer.get()``) with the same permutation from
   NumPy's global generator, the same slicing and the same tensors, indexed from tensors that share the buffer's memory.
-- :class:`FastPolicyEvaluator`: ``ActorCriticPolicy.evaluate_actions`` / ``get_distribution`` with the same torch
-  operations in the same order (so the same autograd graph and gradients), without module calls or argument
-  validation. The SB3 distribution object is filled as SB3 fills it, so the exact KL code reads it unchanged.
 - :class:`FlatAdam`: ``optimizer.zero_grad()``, ``clip_grad_norm_`` and ``Adam.step()`` on gradients and moments kept
   in one flat buffer each (the per-parameter tensors are views into them): each element-wise step of Adam is one kernel
   instead of one per parameter tensor. Element-wise CPU kernels compute each element independently of its position in
@@ -20,20 +18,13 @@ Each piece checks the cases it covers and the update falls back to SB3's code fo
 """
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch as th
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
-from stable_baselines3.common.distributions import DiagGaussianDistribution, Distribution
-from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.type_aliases import DictRolloutBufferSamples, RolloutBufferSamples
-from torch import nn
-from torch.distributions import Categorical, Normal
-from torch.nn import functional as F
+from stable_baselines3.common.type_aliases import TensorDict
 from torch.optim import optimizer as torch_optimizer
-
-from sb3_ppo_variants.rollout import Layer, _layers
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Minibatches
@@ -43,20 +34,31 @@ from sb3_ppo_variants.rollout import Layer, _layers
 _FLAT_FIELDS = ("actions", "values", "log_probs", "advantages", "returns")
 
 
-class RolloutBufferRows(RolloutBufferSamples):
+class RolloutBufferRows(NamedTuple):
     """
-    ``RolloutBufferSamples`` that also know their rows of the flattened buffer (``rows``, a long tensor), so that
-    per-sample values computed once per update (π_old's distribution, :class:`~sb3_ppo_variants.old_policy.OldDistributions`)
-    can be gathered for the minibatch. Otherwise the same named tuple (``_replace`` drops ``rows``;
-    ``masking.zero_invalid_rows`` keeps them).
+    SB3's ``RolloutBufferSamples`` (the same fields, in the same order) plus the minibatch's rows of the flattened
+    buffer (``rows``, a long tensor), so that per-sample values computed once per update (π_old's distribution,
+    :class:`~sb3_ppo_variants.old_policy.OldDistributions`) can be gathered for the minibatch.
     """
 
+    observations: th.Tensor
+    actions: th.Tensor
+    old_values: th.Tensor
+    old_log_prob: th.Tensor
+    advantages: th.Tensor
+    returns: th.Tensor
     rows: th.Tensor
 
 
-class DictRolloutBufferRows(DictRolloutBufferSamples):
-    """``DictRolloutBufferSamples`` with ``rows``, as :class:`RolloutBufferRows`."""
+class DictRolloutBufferRows(NamedTuple):
+    """SB3's ``DictRolloutBufferSamples`` with ``rows``, as :class:`RolloutBufferRows`."""
 
+    observations: TensorDict
+    actions: th.Tensor
+    old_values: th.Tensor
+    old_log_prob: th.Tensor
+    advantages: th.Tensor
+    returns: th.Tensor
     rows: th.Tensor
 
 
@@ -132,6 +134,7 @@ def fast_minibatches(buffer: RolloutBuffer, batch_size: int | None, shuffle: boo
                 log_probs.index_select(0, batch),
                 advantages.index_select(0, batch),
                 returns.index_select(0, batch),
+                batch,
             )
         else:
             samples = RolloutBufferRows(
@@ -141,97 +144,16 @@ def fast_minibatches(buffer: RolloutBuffer, batch_size: int | None, shuffle: boo
                 log_probs.index_select(0, batch),
                 advantages.index_select(0, batch),
                 returns.index_select(0, batch),
+                batch,
             )
-        samples.rows = batch
         yield samples
 
 
-def fast_minibatches_supported(buffer: Any) -> bool:
-    """Whether :func:`fast_minibatches` gives ``buffer.get()``'s minibatches: SB3's own buffer classes only."""
-    return type(buffer) in (RolloutBuffer, DictRolloutBuffer)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Policy evaluation
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-class FastPolicyEvaluator:
-    """
-    ``ActorCriticPolicy.evaluate_actions`` and ``get_distribution`` without module calls or distribution argument
-    validation: the same torch operations, created in the same order, so values, log-probabilities, entropies and the
-    autograd graph (hence the gradients) are SB3's.
-
-    The layers are bound to the policy's parameter tensors, which the optimizer and ``load_state_dict`` update in
-    place. SB3 checks the distribution's arguments at every call and raises ``ValueError`` on NaN; here a NaN flows
-    into the loss, which ``PPOVariant`` reports as :class:`~sb3_ppo_variants.update_stats.NonFiniteLossError` and
-    undoes at the end of the update.
-
-    :param policy: a policy accepted by :func:`fast_evaluation_unsupported_reason`
-    """
-
-    def __init__(self, policy: ActorCriticPolicy):
-        self.action_dist: Distribution = policy.action_dist
-        self.gaussian = isinstance(self.action_dist, DiagGaussianDistribution)
-        self.log_std: th.Tensor | None = policy.log_std if self.gaussian else None
-        self.flatten = len(policy.observation_space.shape or ()) != 1  # nn.Flatten of a (batch, n) tensor is itself
-        self.pi_layers: list[Layer] = _layers(policy.mlp_extractor.policy_net)
-        self.vf_layers: list[Layer] = _layers(policy.mlp_extractor.value_net)
-        action_net, value_net = policy.action_net, policy.value_net
-        assert isinstance(action_net, nn.Linear) and isinstance(value_net, nn.Linear)
-        self.action_weight, self.action_bias = action_net.weight, action_net.bias
-        self.value_weight, self.value_bias = value_net.weight, value_net.bias
-
-    def _features(self, obs: th.Tensor) -> th.Tensor:
-        features = obs.float()  # preprocess_obs of a non-image Box (a no-op for float32)
-        return features.flatten(1) if self.flatten else features  # FlattenExtractor
-
-    def _latent_pi(self, features: th.Tensor) -> th.Tensor:
-        for layer in self.pi_layers:
-            features = layer(features)
-        return features
-
-    def _fill(self, latent_pi: th.Tensor) -> Distribution:
-        """``_get_action_dist_from_latent``: the action head, then the distribution as SB3 builds it (unvalidated)."""
-        mean_actions = F.linear(latent_pi, self.action_weight, self.action_bias)
-        if self.gaussian:
-            assert self.log_std is not None
-            action_std = th.ones_like(mean_actions) * self.log_std.exp()  # DiagGaussianDistribution.proba_distribution
-            self.action_dist.distribution = Normal(mean_actions, action_std, validate_args=False)
-        else:
-            self.action_dist.distribution = Categorical(logits=mean_actions, validate_args=False)
-        return self.action_dist
-
-    def evaluate(
-        self, obs: th.Tensor, actions: th.Tensor, entropy_grad: bool = True
-    ) -> tuple[th.Tensor, th.Tensor, th.Tensor, Distribution]:
-        """
-        ``policy.evaluate_actions(obs, actions)``, plus the filled distribution (``policy.action_dist``).
-
-        :param obs: a minibatch of observations
-        :param actions: the taken actions (long and flat for ``Discrete``), as ``evaluate_actions`` takes them
-        :param entropy_grad: ``False``: the entropies are computed without autograd. For ``ent_coef = 0`` the entropy
-            is only logged: SB3's graph carries it with a zero gradient, which adds exactly 0 to every parameter's
-            gradient, so leaving it out changes no number and saves its backward pass
-        :return: values, log-probabilities, entropies, π_θ
-        """
-        features = self._features(obs)
-        # mlp_extractor(features): actor, then critic
-        latent_pi = self._latent_pi(features)
-        latent_vf = features
-        for layer in self.vf_layers:
-            latent_vf = layer(latent_vf)
-        distribution = self._fill(latent_pi)
-        log_prob = distribution.log_prob(actions)
-        values = F.linear(latent_vf, self.value_weight, self.value_bias)
-        with th.set_grad_enabled(entropy_grad and th.is_grad_enabled()):
-            entropy = distribution.entropy()
-        assert entropy is not None  # both distributions have a closed form
-        return values, log_prob, entropy, distribution
-
-    def distribution(self, obs: th.Tensor) -> Distribution:
-        """``policy.get_distribution(obs)``."""
-        return self._fill(self._latent_pi(self._features(obs)))
+def fast_minibatches_unsupported_reason(buffer: Any) -> str | None:
+    """Why :func:`fast_minibatches` cannot give ``buffer.get()``'s minibatches (SB3's own buffer classes only), or ``None``."""
+    if type(buffer) in (RolloutBuffer, DictRolloutBuffer):
+        return None
+    return f"rollout buffer class {type(buffer).__name__} (its own get())"
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -6,8 +6,11 @@ adds one stacked tensor and the whole update is read back once, which also tells
 term went non-finite.
 """
 
+from typing import Any, NamedTuple
+
 import numpy as np
 import torch as th
+from stable_baselines3.common.utils import explained_variance
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -70,3 +73,48 @@ class UpdateStats:
         row = int(bad_rows[0])
         names = [name for name, value in zip(self.names, table[row], strict=True) if not np.isfinite(value)]
         return self._epochs[row], row, names
+
+
+class UpdateSummary(NamedTuple):
+    """The per-update values logged beside the minibatch means (read from the device with them)."""
+
+    clip_range: float
+    clip_range_vf: float | None
+    mean_kl: float | None
+    kl_coef: float
+    gradient_norm: float
+    kl_is_estimate: bool
+
+
+def record_update(model: Any, stats: UpdateStats, table: np.ndarray, summary: UpdateSummary) -> None:
+    """
+    Log one update: SB3 PPO's ``train/*`` keys with the same meaning, then the package's (``train/kl``,
+    ``train/kl_coef``, ``train/grad_norm``, the objective's own logs).
+
+    :param model: the algorithm (its logger, rollout buffer, policy, update count and objective)
+    :param stats: the update's minibatch terms
+    :param table: ``stats``' values, read to the host
+    :param summary: the update's other values
+    """
+    logger = model.logger
+    means = stats.means(table, last_epoch_only=("approx_kl",))
+    # SB3 logs the last minibatch's total loss, not the mean.
+    last_loss = float(table[-1, stats.names.index("loss")])
+    for name, value in means.items():
+        logger.record(f"train/{name}", last_loss if name == "loss" else value)
+    buffer = model.rollout_buffer
+    logger.record("train/explained_variance", explained_variance(buffer.values.flatten(), buffer.returns.flatten()))
+    if hasattr(model.policy, "log_std"):
+        logger.record("train/std", th.exp(model.policy.log_std).mean().item())
+    logger.record("train/n_updates", model._n_updates, exclude="tensorboard")
+    logger.record("train/clip_range", summary.clip_range)
+    if summary.clip_range_vf is not None:
+        logger.record("train/clip_range_vf", summary.clip_range_vf)
+    if summary.mean_kl is not None:
+        logger.record("train/kl", summary.mean_kl)
+    logger.record("train/kl_coef", summary.kl_coef)
+    logger.record("train/grad_norm", summary.gradient_norm)
+    for name, value in model.objective.logs().items():
+        logger.record(f"train/{name}", value)
+    if summary.kl_is_estimate:
+        logger.record("train/kl_is_estimate", 1.0)

@@ -1,5 +1,35 @@
 """Tests run on CPU with one torch thread per process: deterministic, and two xdist workers fit two cores."""
 
+import copy
+
 import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
 
 th.set_num_threads(1)
+
+
+class KeepRolloutPolicy(BaseCallback):
+    """Keeps a frozen copy of the policy that collected the last rollout: π_old of the update that follows it."""
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self.policy = copy.deepcopy(self.model.policy)
+        self.policy.set_training_mode(False)
+
+
+def assert_same_training_state(ours, theirs) -> None:
+    """Bitwise the same parameters and optimizer state (so continued training stays identical too)."""
+    our_parameters, their_parameters = ours.policy.state_dict(), theirs.policy.state_dict()
+    assert list(our_parameters) == list(their_parameters)
+    for name, value in their_parameters.items():
+        assert th.equal(our_parameters[name], value), name
+    our_optimizer, their_optimizer = ours.policy.optimizer.state_dict(), theirs.policy.optimizer.state_dict()
+    assert our_optimizer["state"].keys() == their_optimizer["state"].keys() and their_optimizer["state"]
+    for index, state in their_optimizer["state"].items():
+        assert state.keys() == our_optimizer["state"][index].keys()
+        for key, value in state.items():
+            assert th.equal(th.as_tensor(our_optimizer["state"][index][key]), th.as_tensor(value)), (index, key)
+    for ours_group, theirs_group in zip(our_optimizer["param_groups"], their_optimizer["param_groups"], strict=True):
+        assert ours_group["lr"] == theirs_group["lr"]

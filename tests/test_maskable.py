@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch as th
+from conftest import assert_same_training_state
 from sb3_contrib import MaskablePPO
 from sb3_contrib.common.envs import InvalidActionEnvDiscrete, InvalidActionEnvMultiBinary, InvalidActionEnvMultiDiscrete
 from sb3_contrib.common.maskable.distributions import MaskableCategoricalDistribution, MaskableMultiCategoricalDistribution
@@ -12,7 +13,6 @@ from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.policies import ActorCriticPolicy
-from test_parity import assert_same_training_state
 
 from sb3_ppo_variants import AdaptiveKLPenalty, PPOVariant
 from sb3_ppo_variants.kl import kl_between
@@ -80,9 +80,9 @@ class Recorder:
         self._rollout_data = None
         loss, minibatch_loss = model.objective.loss, model._minibatch_loss
 
-        def record_minibatch(rollout_data, *args, **kwargs):
-            self._rollout_data = rollout_data
-            return minibatch_loss(rollout_data, *args, **kwargs)
+        def record_minibatch(rollout_data, old_policy, *args, **kwargs):
+            self._rollout_data, self.old_policy = rollout_data, old_policy
+            return minibatch_loss(rollout_data, old_policy, *args, **kwargs)
 
         def record_loss(batch):
             self.records.append(self.snapshot(self._rollout_data, batch))
@@ -105,9 +105,9 @@ class MaskedKLRecorder(Recorder):
         # SB3 policies refill one distribution object in place: use each before the next get_distribution() call.
         with th.no_grad():
             new = model.policy.get_distribution(observations, action_masks=masks)
-            old = model._old_policy.policy.get_distribution(observations, action_masks=masks)
+            old = self.old_policy.policy.get_distribution(observations, action_masks=masks)
             record["expected_kl"] = kl_between(old, new)
-            old_unmasked = model._old_policy.policy.get_distribution(observations)
+            old_unmasked = self.old_policy.policy.get_distribution(observations)
             record["unmasked_old_kl"] = kl_between(old_unmasked, new)
         return record
 

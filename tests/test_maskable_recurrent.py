@@ -23,6 +23,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 import sb3_ppo_variants
 from sb3_ppo_variants import MaskableRecurrentPPOVariant
 from sb3_ppo_variants.envs import CueCorridorEnv
+from sb3_ppo_variants.loss import LossCoefficients
 from sb3_ppo_variants.maskable_recurrent import (
     MaskableRecurrentActorCriticPolicy,
     MaskableRecurrentDictRolloutBuffer,
@@ -162,18 +163,29 @@ class KLSpy(MaskableRecurrentPPOVariant):
         self.first_kl: th.Tensor | None = None
         super().train()
 
-    def _minibatch_loss(self, rollout_data: Any, old_policy: Any, clip_range: float, clip_range_vf: Any) -> Any:
+    def _minibatch_loss(self, rollout_data: Any, old_policy: Any, coefficients: Any) -> Any:
         self._current_valid = self._valid_mask(rollout_data)
-        return super()._minibatch_loss(rollout_data, old_policy, clip_range, clip_range_vf)
+        return super()._minibatch_loss(rollout_data, old_policy, coefficients)
 
-    def _kl(self, rollout_data: Any, old_policy: Any, *args: Any) -> th.Tensor:
-        kl = super()._kl(rollout_data, old_policy, *args)
-        if self.first_kl is None:
-            self.first_kl, self.first_valid = kl.detach().clone(), self._current_valid.clone()
-            old = self._distribution(old_policy.policy, rollout_data)
+    def _capture_old_policy(self) -> Any:
+        return RecordingOldPolicy(self, super()._capture_old_policy())
+
+
+class RecordingOldPolicy:
+    """π_old (the frozen copy) that records its first minibatch's KL in the model."""
+
+    def __init__(self, model: KLSpy, old_policy: Any) -> None:
+        self.model, self.old_policy, self.kl_is_estimate = model, old_policy, False
+
+    def kl(self, rollout_data: Any, new_distribution: Any, new_log_prob: th.Tensor) -> th.Tensor:
+        model = self.model
+        kl = self.old_policy.kl(rollout_data, new_distribution, new_log_prob)
+        if model.first_kl is None:
+            model.first_kl, model.first_valid = kl.detach().clone(), model._current_valid.clone()
+            old = model._distribution(self.old_policy.policy, rollout_data)
             parts = old.distributions if hasattr(old, "distributions") else [old.distribution]
-            self.first_old_probs = th.cat([part.probs for part in parts], dim=1)
-            self.first_masks = self._action_masks(rollout_data)
+            model.first_old_probs = th.cat([part.probs for part in parts], dim=1)
+            model.first_masks = model._action_masks(rollout_data)
         return kl
 
 
@@ -260,8 +272,9 @@ def test_padded_rows_change_nothing(objective: str) -> None:
     # Loss terms of one padded minibatch, clean and with garbage, from the same parameters and the same π_old.
     old_policy = clean._capture_old_policy()
     batch = next(b for b in clean.rollout_buffer.get(16) if not clean._valid_mask(b).all())
-    clean_terms = clean._minibatch_loss(batch, old_policy, 0.2, None)[1]
-    dirty_terms = clean._minibatch_loss(fill_padding(batch, clean._valid_mask(batch)), old_policy, 0.2, None)[1]
+    coefficients = LossCoefficients(clip_range=0.2, clip_range_vf=None, ent_coef=0.0, vf_coef=0.5, normalize_advantage=True)
+    clean_terms = clean._minibatch_loss(batch, old_policy, coefficients)[1]
+    dirty_terms = clean._minibatch_loss(fill_padding(batch, clean._valid_mask(batch)), old_policy, coefficients)[1]
     for name, value in clean_terms.items():
         assert th.isfinite(dirty_terms[name]) and th.equal(dirty_terms[name], value), name
 

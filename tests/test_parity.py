@@ -1,7 +1,7 @@
 """With objective="clip", PPOVariant must train exactly like SB3 PPO for the same seed and hyperparameters."""
 
 import pytest
-import torch as th
+from conftest import assert_same_training_state
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
@@ -19,22 +19,6 @@ CASES = {
         dict(n_steps=64, n_epochs=2, batch_size=64, n_envs=2, learning_rate=lambda p: 1e-3 * p, clip_range=lambda p: 0.3 * p),
     ),
 }
-
-
-def assert_same_training_state(ours, theirs) -> None:
-    """Bitwise the same parameters and optimizer state (so continued training stays identical too)."""
-    our_parameters, their_parameters = ours.policy.state_dict(), theirs.policy.state_dict()
-    assert list(our_parameters) == list(their_parameters)
-    for name, value in their_parameters.items():
-        assert th.equal(our_parameters[name], value), name
-    our_optimizer, their_optimizer = ours.policy.optimizer.state_dict(), theirs.policy.optimizer.state_dict()
-    assert our_optimizer["state"].keys() == their_optimizer["state"].keys() and their_optimizer["state"]
-    for index, state in their_optimizer["state"].items():
-        assert state.keys() == our_optimizer["state"][index].keys()
-        for key, value in state.items():
-            assert th.equal(th.as_tensor(our_optimizer["state"][index][key]), th.as_tensor(value)), (index, key)
-    for ours_group, theirs_group in zip(our_optimizer["param_groups"], their_optimizer["param_groups"], strict=True):
-        assert ours_group["lr"] == theirs_group["lr"]
 
 
 @pytest.mark.parametrize("case", list(CASES))

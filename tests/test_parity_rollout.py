@@ -224,7 +224,7 @@ def test_unsupported_cases_fall_back_to_sb3_loop(case: str, paths: SpyPaths) -> 
     kwargs = dict(n_steps=16, batch_size=16, n_epochs=2, **kwargs)
     sb3_ppo, sb3_rng = train(PPO, make, 48 * make().num_envs, policy=policy, **kwargs)
     variant, variant_rng = train(PPOVariant, make, 48 * make().num_envs, policy=policy, **kwargs)
-    assert rollout.fast_rollout_unsupported_reason(variant, variant.rollout_buffer) is not None
+    assert variant.fast_path.rollout_loop is not None
     assert (paths.fast, paths.sb3) == (0, 3)
     assert_same_training(sb3_ppo, sb3_rng, variant, variant_rng)
 
@@ -235,7 +235,8 @@ def test_fast_rollout_switch(paths: SpyPaths, monkeypatch: pytest.MonkeyPatch) -
     fast, fast_rng = train(PPOVariant, make, total_timesteps, **kwargs)
     monkeypatch.setattr(PPOVariant, "fast_rollout", False)
     slow, slow_rng = train(PPOVariant, make, total_timesteps, **kwargs)
-    assert (paths.fast, paths.sb3) == (4, 0)  # SB3's loop ran through super(), not through rollout.collect_rollouts
+    assert (paths.fast, paths.sb3) == (4, 4)
+    assert fast.fast_path.rollout_loop is None and slow.fast_path.rollout_loop == "fast_rollout = False"
     assert_same_training(slow, slow_rng, fast, fast_rng)
 
 

@@ -7,18 +7,18 @@ policy evaluation and the flat Adam run; every case they do not cover runs SB3's
 import numpy as np
 import pytest
 import torch as th
+from conftest import assert_same_training_state
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import IdentityEnvMultiBinary, IdentityEnvMultiDiscrete
-from test_parity import assert_same_training_state
 
-from sb3_ppo_variants import ClippedSurrogate, ObjectiveOutput, PPOVariant, rollout
+from sb3_ppo_variants import ClippedSurrogate, ObjectiveOutput, PPOVariant, fast_policy
 from sb3_ppo_variants import kl as kl_module
 from sb3_ppo_variants import update as fast_update
+from sb3_ppo_variants.engine import clone_tensors
 from sb3_ppo_variants.old_policy import OldDistributions, OldPolicy
-from sb3_ppo_variants.ppo_variant import clone_tensors
 
 FAST_CASES = {
     # Categorical, 4 envs, entropy bonus
@@ -63,13 +63,10 @@ def train_pair(env_id, n_envs, kwargs, updates=3, variant_kwargs=None, callback=
 
 
 def assert_fast_update_ran(model):
-    """The fast evaluation and the flat Adam were in use for the last update."""
-    assert model._evaluators.get(id(model.policy)) is not None
-    flat_adam = model._flat_adam
-    assert flat_adam is not None and flat_adam._owns_state()
-    for parameter in model.policy.parameters():
-        grad = parameter.grad
-        assert grad is not None and grad.untyped_storage().data_ptr() == flat_adam.flat_grad.untyped_storage().data_ptr()
+    """The fast evaluation and the flat Adam were in use for the last update (the gradients share one flat buffer)."""
+    assert model.fast_path.policy_evaluation is None and model.fast_path.optimizer_step is None, model.fast_path
+    storages = {parameter.grad.untyped_storage().data_ptr() for parameter in model.policy.parameters()}
+    assert len(storages) == 1
 
 
 @pytest.mark.parametrize("case", list(FAST_CASES))
@@ -99,7 +96,8 @@ def test_fast_minibatches_are_sb3s():
         assert np.array_equal(np.random.get_state()[1], state[1])
         assert len(got) == len(expected)
         for ours, theirs in zip(got, expected, strict=True):
-            for our_tensor, their_tensor in zip(ours, theirs, strict=True):
+            assert ours._fields[:-1] == theirs._fields and ours._fields[-1] == "rows"  # SB3's fields, then the rows
+            for our_tensor, their_tensor in zip(ours[:-1], theirs, strict=True):
                 assert our_tensor.dtype == their_tensor.dtype and our_tensor.shape == their_tensor.shape
                 assert th.equal(our_tensor, their_tensor)
 
@@ -125,8 +123,11 @@ def test_kl_objectives_same_with_and_without_fast_update(objective, env_id, monk
         kls.append(model.logger.name_to_value.get("train/kl"))
     fast_model, slow_model = models
     assert_fast_update_ran(fast_model)
-    assert slow_model._flat_adam is None and slow_model._evaluators.get(id(slow_model.policy)) is None
-    assert fast_model._old_policy is None and slow_model._old_policy is not None  # π_old: parameters vs frozen copy
+    assert slow_model.fast_path.policy_evaluation == "fast_update = False"
+    assert slow_model.fast_path.optimizer_step is not None
+    # π_old: parameters vs frozen copy
+    assert fast_model.fast_path.old_policy is None
+    assert slow_model.fast_path.old_policy == "frozen copy: the minibatches do not carry their rows"
     assert_same_training_state(fast_model, slow_model)
     assert fast_model.kl_coef == slow_model.kl_coef
     assert kls[0] is not None and kls[0] == kls[1]
@@ -168,7 +169,7 @@ def test_fallbacks_match_sb3_ppo(case):
     setup = FALLBACK_CASES[case]
     kwargs = dict(n_steps=64, batch_size=32, n_epochs=2, **setup["kwargs"])
     sb3_ppo, variant = train_pair("Pendulum-v1", 2, kwargs)
-    assert (variant._flat_adam is not None) == setup["fast_adam"]
+    assert (variant.fast_path.optimizer_step is None) == setup["fast_adam"], variant.fast_path
     if case == "buffer_subclass":
         assert LoggingBuffer.calls == 2 * 3 * 2  # n_epochs × updates, for each of the two models
     assert_same_training_state(variant, sb3_ppo)
@@ -181,10 +182,13 @@ def test_parameters_without_gradient_fall_back(monkeypatch):
         monkeypatch.setattr(PPOVariant, "fast_update", fast)
         model = PPOVariant("MlpPolicy", "Pendulum-v1", objective=ConstantObjective(0.2), n_steps=64, batch_size=32, seed=2)
         models.append(model.learn(3 * 64))
-    assert models[0]._evaluators.get(id(models[0].policy)) is not None  # fast evaluation, SB3's optimizer step
+    # fast evaluation, SB3's optimizer step: after the first update, the parameters' Adam step counts differ
+    assert models[0].fast_path.policy_evaluation is None
+    assert models[0].fast_path.optimizer_step.startswith("the optimizer's state is not one flat layout can hold")
     assert models[0].policy.action_net.weight.grad is None
     # log_std is reached only through the entropy (ent_coef = 0): the graph was built again with it, as SB3's is
-    assert models[0]._entropy_grad and models[0].policy.log_std.grad is not None
+    assert models[0].fast_path.entropy_graph == "a parameter is reached only through the entropy"
+    assert models[0].policy.log_std.grad is not None
     assert_same_training_state(*models)
 
 
@@ -193,7 +197,7 @@ def test_zero_entropy_coefficient_leaves_entropy_out_of_the_graph():
     for ent_coef, expected in ((0.0, False), (0.01, True)):
         model = PPOVariant("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, n_epochs=1, ent_coef=ent_coef, seed=0)
         model.learn(64)
-        assert model._entropy_grad is expected
+        assert (model.fast_path.entropy_graph is not None) is expected
         minibatch = next(iter(model._minibatches(32)))
         _, _, entropy, _ = model._evaluate_actions(minibatch, minibatch.actions.long().flatten())
         assert entropy.requires_grad is expected
@@ -222,13 +226,13 @@ def test_old_distributions_equal_the_frozen_copy(case):
     old_distributions = model._capture_old_policy()
     assert isinstance(old_distributions, OldDistributions)
     assert all(len(parameter) == 1500 for parameter in old_distributions.parameters)
-    frozen = OldPolicy(model.policy)
+    frozen = OldPolicy(model.policy, model._distribution)
     generator = th.Generator().manual_seed(0)
     model.policy.set_training_mode(False)
     with th.no_grad():
         for rollout_data in model._minibatches(64):  # the last one is truncated (1500 = 23 * 64 + 28)
             observations = rollout_data.observations
-            kl = old_distributions.kl(rollout_data.rows, model.policy.get_distribution(observations))
+            kl = old_distributions.kl(rollout_data, model.policy.get_distribution(observations))
             assert th.equal(kl, th.zeros(len(observations)))
     # a different π_θ, so that the comparison is not one of zeros
     with th.no_grad():
@@ -236,7 +240,7 @@ def test_old_distributions_equal_the_frozen_copy(case):
             parameter.add_(0.1 * th.randn(parameter.shape, generator=generator))
         for rollout_data in model._minibatches(64):
             observations = rollout_data.observations
-            ours = old_distributions.kl(rollout_data.rows, model.policy.get_distribution(observations))
+            ours = old_distributions.kl(rollout_data, model.policy.get_distribution(observations))
             new = model.policy.get_distribution(observations)
             theirs = kl_module.kl_between(frozen.policy.get_distribution(observations), new)
             assert ours.max() > 1e-3 and th.equal(ours, theirs)
@@ -248,6 +252,7 @@ def test_old_policy_falls_back_to_the_frozen_copy(monkeypatch):
         monkeypatch.setattr(PPOVariant, "fast_update", fast)
         model = PPOVariant("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, objective="adaptive_kl", **kwargs)
         model.learn(64)
+        assert model.fast_path.old_policy == "frozen copy: the minibatches do not carry their rows"
         assert isinstance(model._capture_old_policy(), OldPolicy)
     # a distribution family without a closed-form KL: no parameters to keep
     assert OldDistributions.capture([object()]) is None
@@ -277,10 +282,10 @@ def test_replaced_optimizer_state_is_adopted():
 
 def test_fast_evaluation_unsupported_cases():
     model = PPOVariant("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, device="cpu")
-    assert rollout.fast_evaluation_unsupported_reason(model.policy, use_sde=False) is None
-    assert rollout.fast_evaluation_unsupported_reason(model.policy, use_sde=True) == "gSDE"
+    assert fast_policy.fast_policy_unsupported_reason(model.policy, use_sde=False) is None
+    assert fast_policy.fast_policy_unsupported_reason(model.policy, use_sde=True) == "gSDE"
     handle = model.policy.action_net.register_full_backward_hook(lambda *args: None)
-    assert "hooks" in rollout.fast_evaluation_unsupported_reason(model.policy, use_sde=False)
+    assert "hooks" in fast_policy.fast_policy_unsupported_reason(model.policy, use_sde=False)
     handle.remove()
     optimizer, parameters = model.policy.optimizer, list(model.policy.parameters())
     assert fast_update.flat_adam_unsupported_reason(optimizer, parameters) is None

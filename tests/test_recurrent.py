@@ -6,12 +6,15 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from conftest import KeepRolloutPolicy
 from gymnasium import spaces
 from sb3_contrib import RecurrentPPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 from sb3_ppo_variants import AdaptiveKLPenalty
+from sb3_ppo_variants.loss import LossCoefficients
+from sb3_ppo_variants.old_policy import OldPolicy
 from sb3_ppo_variants.recurrent import RecurrentPPOVariant
 
 SEED = 5
@@ -163,8 +166,9 @@ def test_replayed_old_policy_reproduces_rollout_log_probs(env_id, n_envs, policy
         policy_kwargs={**SMALL_POLICY, **policy_kwargs},
         **{**KWARGS, "batch_size": 24},
     )
-    model.learn(2 * 32 * n_envs)
-    old_policy = model._old_policy.policy  # the policy that collected the last rollout
+    keep = KeepRolloutPolicy()
+    model.learn(2 * 32 * n_envs, callback=keep)
+    old_policy = keep.policy  # the policy that collected the last rollout
     checked = 0
     for rollout_data in model._minibatches(24):
         valid = model._valid_mask(rollout_data)
@@ -212,7 +216,9 @@ def test_padding_garbage_changes_nothing(objective):
         policy_kwargs=SMALL_POLICY,
         **{**KWARGS, "batch_size": 24},
     )
-    model.learn(2 * 64)  # π_θ differs from π_old (the last rollout's policy)
+    keep = KeepRolloutPolicy()
+    model.learn(2 * 64, callback=keep)  # π_θ differs from π_old (the last rollout's policy)
+    old_policy = OldPolicy(keep.policy, model._distribution)
     padded = [data for data in model._minibatches(24) if not model._valid_mask(data).all()]
     assert padded, "no minibatch with padding"
     for rollout_data in padded[:2]:
@@ -222,7 +228,8 @@ def test_padding_garbage_changes_nothing(objective):
         results = []
         for data in (rollout_data, garbage):
             model.policy.optimizer.zero_grad()
-            loss, terms = model._minibatch_loss(data, model._old_policy, clip_range=0.2, clip_range_vf=0.2)
+            coefficients = LossCoefficients(0.2, 0.2, model.ent_coef, model.vf_coef, normalize_advantage=True)
+            loss, terms = model._minibatch_loss(data, old_policy, coefficients)
             loss.backward()
             gradients = [parameter.grad.clone() for parameter in model.policy.parameters() if parameter.grad is not None]
             results.append((terms, gradients))

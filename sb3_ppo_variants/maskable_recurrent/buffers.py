@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from sb3_contrib.common.recurrent.buffers import RecurrentDictRolloutBuffer, RecurrentRolloutBuffer
+from sb3_contrib.common.recurrent.buffers import RecurrentDictRolloutBuffer, RecurrentRolloutBuffer, create_sequencers
 from sb3_contrib.common.recurrent.type_aliases import RNNStates
 from stable_baselines3.common.type_aliases import TensorDict
 from stable_baselines3.common.vec_env import VecNormalize
@@ -64,13 +64,14 @@ class _MaskStorage:
     storage, ``add(action_masks=...)``, the flattening in ``get`` and the padding in ``_get_samples``.
     """
 
-    # Provided by sb3-contrib's recurrent buffers (``pad`` is set by their _get_samples for the current minibatch).
+    # Provided by sb3-contrib's recurrent buffers.
     buffer_size: int
     n_envs: int
     pos: int
     generator_ready: bool
     action_space: spaces.Space
-    pad: Callable[..., th.Tensor]
+    episode_starts: np.ndarray
+    device: th.device
     swap_and_flatten: Callable[[np.ndarray], np.ndarray]
 
     action_masks: np.ndarray
@@ -102,10 +103,12 @@ class _MaskStorage:
             self.action_masks = self.swap_and_flatten(self.action_masks)
         yield from super().get(batch_size)  # type: ignore[misc]
 
-    def _masks_of(self, batch_inds: np.ndarray) -> th.Tensor:
-        # sb3-contrib's _get_samples has just set self.pad for this minibatch's sequences. Padded rows are all ones
-        # (every action legal), so that a padded row's distribution is an ordinary, finite one.
-        masks = self.pad(self.action_masks[batch_inds], padding_value=1.0)
+    def _masks_of(self, batch_inds: np.ndarray, env_change: np.ndarray) -> th.Tensor:
+        # The minibatch's sequences as sb3-contrib's _get_samples cuts them (sb3-contrib's public create_sequencers,
+        # with the same inputs). Padded rows are all ones (every action legal), so that a padded row's distribution is
+        # an ordinary, finite one.
+        _, pad, _ = create_sequencers(self.episode_starts[batch_inds], env_change[batch_inds], self.device)
+        masks = pad(self.action_masks[batch_inds], padding_value=1.0)
         return masks.reshape((-1, self.mask_dims))
 
 
@@ -115,18 +118,20 @@ class MaskableRecurrentRolloutBuffer(_MaskStorage, RecurrentRolloutBuffer):
     minibatch, padded like the other per-sample tensors (padded rows: all actions legal). Same constructor arguments.
     """
 
+    # The one method of sb3-contrib's buffer that builds a minibatch (sb3-contrib 2.9.2): get() calls it per minibatch.
     def _get_samples(  # type: ignore[override]
         self, batch_inds: np.ndarray, env_change: np.ndarray, env: VecNormalize | None = None
     ) -> MaskableRecurrentRolloutBufferSamples:
         samples = super()._get_samples(batch_inds, env_change, env)
-        return MaskableRecurrentRolloutBufferSamples(*samples, action_masks=self._masks_of(batch_inds))
+        return MaskableRecurrentRolloutBufferSamples(*samples, action_masks=self._masks_of(batch_inds, env_change))
 
 
 class MaskableRecurrentDictRolloutBuffer(_MaskStorage, RecurrentDictRolloutBuffer):
     """:class:`MaskableRecurrentRolloutBuffer` for dict observations (sb3-contrib's ``RecurrentDictRolloutBuffer``)."""
 
+    # The one method of sb3-contrib's buffer that builds a minibatch (sb3-contrib 2.9.2): get() calls it per minibatch.
     def _get_samples(  # type: ignore[override]
         self, batch_inds: np.ndarray, env_change: np.ndarray, env: VecNormalize | None = None
     ) -> MaskableRecurrentDictRolloutBufferSamples:
         samples = super()._get_samples(batch_inds, env_change, env)
-        return MaskableRecurrentDictRolloutBufferSamples(*samples, action_masks=self._masks_of(batch_inds))
+        return MaskableRecurrentDictRolloutBufferSamples(*samples, action_masks=self._masks_of(batch_inds, env_change))

@@ -16,9 +16,9 @@ with padded rows excluded) plus masks:
 
 from typing import Any, ClassVar, TypeVar
 
+import numpy as np
 import torch as th
 from gymnasium import spaces
-from sb3_contrib import MaskablePPO, RecurrentPPO
 from sb3_contrib.common.maskable.utils import is_masking_supported
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
@@ -28,6 +28,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_ppo_variants.checks import check_bool
+from sb3_ppo_variants.loss import Evaluation
 from sb3_ppo_variants.maskable_recurrent.buffers import MaskableRecurrentDictRolloutBuffer, MaskableRecurrentRolloutBuffer
 from sb3_ppo_variants.maskable_recurrent.policies import (
     CnnLstmPolicy,
@@ -37,7 +38,6 @@ from sb3_ppo_variants.maskable_recurrent.policies import (
     StepMasks,
 )
 from sb3_ppo_variants.objectives import SurrogateObjective
-from sb3_ppo_variants.ppo_variant import Evaluation
 from sb3_ppo_variants.recurrent import RecurrentPPOVariant
 
 SelfMaskableRecurrentPPOVariant = TypeVar("SelfMaskableRecurrentPPOVariant", bound="MaskableRecurrentPPOVariant")
@@ -195,16 +195,34 @@ class MaskableRecurrentPPOVariant(RecurrentPPOVariant):
         :class:`~sb3_ppo_variants.maskable_recurrent.policies.StepMasks`).
         """
         if not self._use_masking:
-            return RecurrentPPO.collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps)  # type: ignore[arg-type]
+            return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
         step_masks = StepMasks(env)
         self.policy.step_masks = rollout_buffer.step_masks = step_masks  # type: ignore[attr-defined]
         try:
-            return RecurrentPPO.collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps)  # type: ignore[arg-type]
+            return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
         finally:
             self.policy.step_masks = rollout_buffer.step_masks = None  # type: ignore[attr-defined]
 
-    # Prediction is MaskablePPO's: the policy's predict with the LSTM state, episode starts and masks.
-    predict = MaskablePPO.predict  # type: ignore[assignment]
+    def predict(  # type: ignore[override]
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+        action_masks: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """
+        The policy's action (and next LSTM state), as ``RecurrentPPO.predict``, with ``MaskablePPO.predict``'s
+        ``action_masks`` (``None``: every action legal).
+
+        :param observation: the input observation
+        :param state: the last LSTM states (``None``: the initial state)
+        :param episode_start: whether each env's episode starts at this observation (its LSTM state is reset)
+        :param deterministic: whether to return the most likely legal action
+        :param action_masks: the legal actions, as the env's ``action_masks()`` gives them
+        :return: the action and the next LSTM states
+        """
+        return self.policy.predict(observation, state, episode_start, deterministic, action_masks=action_masks)
 
     def _action_masks(self, rollout_data: Any) -> th.Tensor:
         # PPOVariant zeroes padded rows before use (masks too); give them back all-legal masks, so that every padded

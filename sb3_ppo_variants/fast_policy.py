@@ -1,0 +1,256 @@
+"""
+SB3's actor-critic forward without module calls or ``Distribution`` objects, for the rollout and for the update.
+
+On an MLP policy most of a forward pass's time is per-call overhead, not arithmetic: ``nn.Module.__call__``, torch
+``Distribution`` objects with argument validation at every call. :class:`FastActorCritic` runs the same torch
+operations on tensors of the same shapes, in the same order, drawing the same random numbers from the same generators,
+so actions, values, log-probabilities, entropies and the autograd graph (hence the gradients) are SB3's. It only drops
+the overhead around them. :func:`fast_policy_unsupported_reason` says which policies it covers; every other policy runs
+its own methods.
+"""
+
+import math
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution, Distribution
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.torch_layers import FlattenExtractor, MlpExtractor
+from torch import nn
+from torch.distributions import Categorical, Normal
+from torch.nn import functional as F
+from torch.nn.modules import module as torch_module
+
+#: torch.distributions.Normal.log_prob's constant, computed the same way.
+_LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
+
+Layer = Callable[[th.Tensor], th.Tensor]
+
+#: What these activation modules' forward calls (the functions themselves, without a Python method around them).
+_ACTIVATIONS: dict[type[nn.Module], Layer] = {nn.Tanh: th.tanh, nn.ReLU: th.relu}
+
+
+def _has_module_hooks(policy: nn.Module) -> bool:
+    """Whether a forward or backward hook (global, or on a module of ``policy``) would run in ``nn.Module.__call__``."""
+    # torch keeps the hooks in private dicts (torch 2.3-2.13); there is no public way to ask whether any is registered.
+    global_hooks = (
+        torch_module._global_forward_pre_hooks,
+        torch_module._global_forward_hooks,
+        torch_module._global_backward_pre_hooks,
+        torch_module._global_backward_hooks,
+    )
+    if any(len(hooks) > 0 for hooks in global_hooks):
+        return True
+    return any(
+        len(hooks) > 0
+        for m in policy.modules()
+        for hooks in (m._forward_pre_hooks, m._forward_hooks, m._backward_pre_hooks, m._backward_hooks)
+    )
+
+
+def fast_policy_unsupported_reason(policy: Any, use_sde: bool) -> str | None:
+    """
+    Why :class:`FastActorCritic` cannot stand in for ``policy``'s own forward passes, or ``None`` when it can. The
+    cases: SB3's ``ActorCriticPolicy`` itself on the CPU, a non-image ``Box`` observation space with
+    ``FlattenExtractor``, SB3's ``MlpExtractor``, a diagonal Gaussian (not squashed) or categorical action
+    distribution, no gSDE, no module hooks.
+
+    :param policy: the policy (the one being trained, or π_old's frozen copy)
+    :param use_sde: whether the algorithm uses gSDE
+    :return: a short reason, or ``None``
+    """
+    if type(policy) is not ActorCriticPolicy:  # subclasses may change evaluate_actions()
+        return f"policy class {type(policy).__name__} (only ActorCriticPolicy/MlpPolicy)"
+    if use_sde:
+        return "gSDE"
+    if policy.device.type != "cpu":
+        return f"device {policy.device}"
+    observation_space = policy.observation_space
+    if not isinstance(observation_space, spaces.Box) or (policy.normalize_images and is_image_space(observation_space)):
+        return f"observation space {observation_space}"
+    extractors = (
+        [policy.features_extractor]
+        if policy.share_features_extractor
+        else [policy.pi_features_extractor, policy.vf_features_extractor]
+    )
+    if any(type(extractor) is not FlattenExtractor for extractor in extractors):
+        return "features extractor other than FlattenExtractor"
+    if type(policy.mlp_extractor) is not MlpExtractor:
+        return f"mlp extractor {type(policy.mlp_extractor).__name__}"
+    if type(policy.action_dist) not in (DiagGaussianDistribution, CategoricalDistribution):
+        return f"action distribution {type(policy.action_dist).__name__}"
+    if isinstance(policy.action_space, spaces.Box) and policy.squash_output:
+        return "squashed actions"
+    if not (isinstance(policy.action_net, nn.Linear) and isinstance(policy.value_net, nn.Linear)):
+        return "action or value head other than nn.Linear"
+    if _has_module_hooks(policy):
+        return "module hooks on the policy"
+    return None
+
+
+def _layers(net: nn.Sequential) -> list[Layer]:
+    """The layers of one MLP as plain functions: ``F.linear`` is what ``nn.Linear.forward`` computes."""
+    layers: list[Layer] = []
+    for layer in net:
+        if type(layer) is nn.Linear:
+            layers.append(partial(F.linear, weight=layer.weight, bias=layer.bias))
+        elif type(layer) in _ACTIVATIONS and not getattr(layer, "inplace", False):
+            layers.append(_ACTIVATIONS[type(layer)])
+        else:
+            layers.append(layer.forward)  # any other module: its own forward, without __call__
+    return layers
+
+
+def _invalid_parameter(name: str, distribution: str, constraint: str, value: th.Tensor) -> ValueError:
+    """The error of torch's distribution argument validation, which SB3's loop runs at every step (NaN parameters)."""
+    return ValueError(
+        f"Expected parameter {name} (Tensor of shape {tuple(value.shape)}) of distribution {distribution} "
+        f"to satisfy the constraint {constraint}, but found invalid values:\n{value}"
+    )
+
+
+class FastActorCritic:
+    """
+    SB3 ``ActorCriticPolicy``'s forward passes without module calls or distribution argument validation:
+    ``forward`` for the rollout (:meth:`start_rollout`, :meth:`act`), ``evaluate_actions`` and ``get_distribution``
+    for the update (:meth:`evaluate`, :meth:`distribution`).
+
+    The layers are bound to the policy's parameter tensors, which the optimizer and ``load_state_dict`` update in
+    place. In the update, SB3 checks the distribution's arguments at every call and raises ``ValueError`` on NaN; here a
+    NaN flows into the loss, which the update reports as :class:`~sb3_ppo_variants.update_stats.NonFiniteLossError`
+    and undoes.
+
+    :param policy: a policy accepted by :func:`fast_policy_unsupported_reason`
+    """
+
+    def __init__(self, policy: ActorCriticPolicy):
+        self.action_shape: tuple[int, ...] = policy.action_space.shape or ()
+        self.flatten = len(policy.observation_space.shape or ()) != 1  # nn.Flatten of a (batch, n) tensor is itself
+        self.pi_layers = _layers(policy.mlp_extractor.policy_net)
+        self.vf_layers = _layers(policy.mlp_extractor.value_net)
+        action_net, value_net = policy.action_net, policy.value_net
+        assert isinstance(action_net, nn.Linear) and isinstance(value_net, nn.Linear)
+        self.action_weight, self.action_bias = action_net.weight, action_net.bias
+        self.value_weight, self.value_bias = value_net.weight, value_net.bias
+        self.action_dist: Distribution = policy.action_dist
+        self.gaussian = isinstance(self.action_dist, DiagGaussianDistribution)
+        self.log_std: th.Tensor | None = policy.log_std if self.gaussian else None
+
+    def _features(self, obs: th.Tensor) -> th.Tensor:
+        features = obs.float()  # preprocess_obs of a non-image Box (a no-op for float32)
+        return features.flatten(1) if self.flatten else features  # FlattenExtractor
+
+    def _latent_pi(self, features: th.Tensor) -> th.Tensor:
+        for layer in self.pi_layers:
+            features = layer(features)
+        return features
+
+    def _latent_vf(self, features: th.Tensor) -> th.Tensor:
+        for layer in self.vf_layers:
+            features = layer(features)
+        return features
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # The rollout: ActorCriticPolicy.forward
+    # ------------------------------------------------------------------------------------------------------------------
+
+    @th.no_grad()
+    def start_rollout(self, n_envs: int) -> None:
+        """
+        Before :meth:`act`: the parameters do not change during a rollout, so what depends only on them (the
+        Gaussian's standard deviation, its square and log, broadcast to the batch as ``Normal`` does) is computed once,
+        with SB3's operations.
+
+        :param n_envs: the batch size of every :meth:`act` call (the number of environments)
+        """
+        if self.gaussian:
+            assert self.log_std is not None
+            # DiagGaussianDistribution.proba_distribution and Normal.log_prob, on a batch of n_envs rows
+            ones = th.ones((n_envs, self.log_std.shape[-1]), dtype=self.log_std.dtype)
+            self.scale = ones * self.log_std.exp()
+            # -(x / y) == (-x) / y == x / (-y) exactly in IEEE arithmetic: dividing by -2σ² saves the negation
+            self.minus_two_var = -(2 * self.scale**2)
+            self.log_scale = self.scale.log()
+            if not bool((self.scale > 0).all()):
+                raise _invalid_parameter("scale", "Normal", "GreaterThan(lower_bound=0.0)", self.scale)
+            # Normal.rsample draws torch.empty(shape).normal_(): refilling one tensor of that shape draws the same numbers
+            self.noise = th.empty_like(self.scale)
+
+    def act(self, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """
+        ``policy(obs)`` (call under ``th.no_grad()``, after :meth:`start_rollout`). A hot per-step function: kept in
+        one piece, since a split would add Python calls to every environment step.
+
+        :param obs: a batch of ``n_envs`` observations, as ``obs_as_tensor`` gives them
+        :return: actions, values and log-probabilities, as ``ActorCriticPolicy.forward`` returns them
+        """
+        features = self._features(obs)
+        latent_pi = self._latent_pi(features)
+        latent_vf = self._latent_vf(features)
+        values = F.linear(latent_vf, self.value_weight, self.value_bias)
+        mean_actions = F.linear(latent_pi, self.action_weight, self.action_bias)
+        if self.gaussian:
+            # Normal(mean, scale).rsample() and .log_prob(), summed over the action dimensions (sum_independent_dims)
+            if th.isnan(mean_actions).any():
+                raise _invalid_parameter("loc", "Normal", "Real()", mean_actions)
+            actions = mean_actions + self.noise.normal_() * self.scale
+            # -((actions - mean) ** 2) / (2 * var) - log_scale - log(sqrt(2π)), in place on a temporary (same kernels)
+            log_prob = (actions - mean_actions).pow_(2).div_(self.minus_two_var).sub_(self.log_scale).sub_(_LOG_SQRT_2PI)
+            log_prob = log_prob.sum(dim=1)
+        else:
+            # Categorical(logits=...): normalised logits, softmax probabilities, multinomial sample, gathered log-prob
+            logits = mean_actions - mean_actions.logsumexp(dim=-1, keepdim=True)
+            if th.isnan(logits).any():
+                raise _invalid_parameter("logits", "Categorical", "IndependentConstraint(Real(), 1)", logits)
+            samples = th.multinomial(F.softmax(logits, dim=-1), 1, True)
+            log_prob = logits.gather(-1, samples).squeeze(-1)
+            actions = samples.T.reshape(-1)
+        return actions.reshape((-1, *self.action_shape)), values, log_prob
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # The update: ActorCriticPolicy.evaluate_actions and get_distribution
+    # ------------------------------------------------------------------------------------------------------------------
+
+    def _fill(self, latent_pi: th.Tensor) -> Distribution:
+        """``_get_action_dist_from_latent``: the action head, then the distribution as SB3 builds it (unvalidated)."""
+        mean_actions = F.linear(latent_pi, self.action_weight, self.action_bias)
+        if self.gaussian:
+            assert self.log_std is not None
+            action_std = th.ones_like(mean_actions) * self.log_std.exp()  # DiagGaussianDistribution.proba_distribution
+            self.action_dist.distribution = Normal(mean_actions, action_std, validate_args=False)
+        else:
+            self.action_dist.distribution = Categorical(logits=mean_actions, validate_args=False)
+        return self.action_dist
+
+    def evaluate(
+        self, obs: th.Tensor, actions: th.Tensor, entropy_grad: bool = True
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor, Distribution]:
+        """
+        ``policy.evaluate_actions(obs, actions)``, plus the filled distribution (``policy.action_dist``).
+
+        :param obs: a minibatch of observations
+        :param actions: the taken actions (long and flat for ``Discrete``), as ``evaluate_actions`` takes them
+        :param entropy_grad: ``False``: the entropies are computed without autograd. For ``ent_coef = 0`` the entropy
+            is only logged: SB3's graph carries it with a zero gradient, which adds exactly 0 to every parameter's
+            gradient, so leaving it out changes no number and saves its backward pass
+        :return: values, log-probabilities, entropies, π_θ
+        """
+        features = self._features(obs)
+        # mlp_extractor(features): actor, then critic
+        latent_pi = self._latent_pi(features)
+        latent_vf = self._latent_vf(features)
+        distribution = self._fill(latent_pi)
+        log_prob = distribution.log_prob(actions)
+        values = F.linear(latent_vf, self.value_weight, self.value_bias)
+        with th.set_grad_enabled(entropy_grad and th.is_grad_enabled()):
+            entropy = distribution.entropy()
+        assert entropy is not None  # both distributions have a closed form
+        return values, log_prob, entropy, distribution
+
+    def distribution(self, obs: th.Tensor) -> Distribution:
+        """``policy.get_distribution(obs)``."""
+        return self._fill(self._latent_pi(self._features(obs)))
