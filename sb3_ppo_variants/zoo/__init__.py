@@ -40,10 +40,14 @@ def register() -> None:
     process (idempotent):
 
     - ``rl_zoo3.utils.ALGOS["ppo_variant"] = PPOVariant`` (``--algo`` choices, ``enjoy``'s loading);
-    - for variants, ``HYPERPARAMS_SAMPLER[key]`` (``-optimize``) and ``HYPERPARAMS_CONVERTER[key]``
-      (``--trial-id``: rl-zoo's on-policy converter, the objective's parameters pass through unchanged);
+    - for algorithms with a sampler (the variants, ``ppo_mask``), ``HYPERPARAMS_SAMPLER[key]`` (``-optimize``) and
+      ``HYPERPARAMS_CONVERTER[key]`` (``--trial-id``: rl-zoo's on-policy converter, the objective's parameters pass
+      through unchanged);
     - rl-zoo's ``train`` uses :class:`PPOVariantExperimentManager`, rl-zoo's manager with the shipped default
-      hyperparameter file, ``kl_target`` schedules and early checks.
+      hyperparameter file, ``kl_target`` schedules, early checks and masked evaluation for maskable algorithms.
+
+    ``enjoy`` and ``record-video`` of the entry point also play maskable algorithms with the env's masks
+    (:func:`sb3_ppo_variants.zoo.evaluation.masked_play`).
     """
     import rl_zoo3.train
 
