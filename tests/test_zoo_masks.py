@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+import rl_zoo3.utils
 import yaml
 from conftest import run_zoo
 from optuna.storages import JournalStorage
@@ -20,9 +21,10 @@ from sb3_contrib.common.maskable.utils import get_action_masks
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_ppo_variants.envs import IllegalActionError, StrictMaskEnv
+from sb3_ppo_variants.zoo import ZooConfigError, register
 from sb3_ppo_variants.zoo.__main__ import main
 from sb3_ppo_variants.zoo.adapter import algorithm_class, uses_action_masks
-from sb3_ppo_variants.zoo.evaluation import evaluate_policy
+from sb3_ppo_variants.zoo.evaluation import evaluate_policy, masked_play
 
 ENV_ID = "sb3_ppo_variants/StrictMask-v0"
 RUN_NAME = "sb3_ppo_variants-StrictMask-v0"  # rl-zoo's folder name for the id
@@ -84,6 +86,25 @@ def test_env_without_masks_is_an_error_before_training(tmp_path, capsys, optimiz
     assert "ppo_mask_variant plays with action masks, but its" in error and "provides none" in error
     assert "ActionMasker" in error
     assert not list(tmp_path.glob("ppo_mask_variant/CartPole-v1_*"))  # no half-made run folder
+
+
+def test_played_models_take_the_envs_masks(tmp_path):
+    register()
+    policy, policy_kwargs = POLICY["ppo_mask_lstm_variant"]
+    model = algorithm_class("ppo_mask_lstm_variant")(policy, make_vec_env(StrictMaskEnv), policy_kwargs=policy_kwargs)
+    model.save(tmp_path / "model")
+    with masked_play("ppo_mask_lstm_variant"):
+        loader = rl_zoo3.utils.ALGOS["ppo_mask_lstm_variant"]
+        env = make_vec_env(StrictMaskEnv, seed=0)  # as rl-zoo's record_video passes it to load()
+        played = loader.load(tmp_path / "model", env=env, device="cpu")
+        observation, state, episode_start = env.reset(), None, np.ones(1, dtype=bool)
+        for _ in range(2 * StrictMaskEnv().length):  # as rl-zoo's enjoy calls predict(): never an illegal action
+            action, state = played.predict(observation, state=state, episode_start=episode_start, deterministic=True)
+            observation, _, episode_start, _ = env.step(action)
+        assert state is not None  # the LSTM state, passed back by enjoy
+        with pytest.raises(ZooConfigError, match="ppo_mask_lstm_variant plays with action masks, but its test env"):
+            loader.load(tmp_path / "model", env=make_vec_env("CartPole-v1"))
+    assert rl_zoo3.utils.ALGOS["ppo_mask_lstm_variant"] is type(model)  # rl-zoo's loading is back
 
 
 def zoo(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:

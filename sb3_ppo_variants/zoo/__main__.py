@@ -126,7 +126,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     register()
     saved_argv = sys.argv
-    sys.argv = [f"{PROG} {command}", *arguments]
     try:
         if "-h" not in arguments and "--help" not in arguments:
             check_arguments(command, arguments)

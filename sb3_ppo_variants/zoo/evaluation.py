@@ -160,10 +160,9 @@ def masked_play(algo: str) -> Iterator[None]:
 
         @staticmethod
         def load(*args: Any, env: VecEnv | None = None, **kwargs: Any) -> MaskedPredictor:
-            model = algorithm.load(*args, env=env, **kwargs)
-            env = env if env is not None else test_envs[-1]
-            check_action_masks(algo, env, "test")
-            return MaskedPredictor(model, env)
+            played_env = env if env is not None else test_envs[-1]
+            check_action_masks(algo, played_env, "test")
+            return MaskedPredictor(algorithm.load(*args, env=env, **kwargs), played_env)
 
     # rl_zoo3.enjoy.create_test_env is the name enjoy() calls (imported from rl_zoo3.utils by rl_zoo3/enjoy.py, rl-zoo
     # 2.9.2); it is not part of rl-zoo's documented API, but it is the only way to learn which env enjoy plays in.
