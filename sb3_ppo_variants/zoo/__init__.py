@@ -1,9 +1,11 @@
 """
-rl-baselines3-zoo integration: ``ppo_variant`` as an rl-zoo algorithm (train, enjoy, Optuna tuning), without a fork.
+rl-baselines3-zoo integration: ``ppo_variant`` as an rl-zoo algorithm (train, enjoy, record-video, Optuna tuning),
+without a fork. Maskable algorithms use the env's action masks in all of them (:mod:`sb3_ppo_variants.zoo.evaluation`).
 
 rl-zoo has no plugin hook (``--algo`` choices are fixed before ``--gym-packages`` is imported), so the entry points
-``python -m sb3_ppo_variants.zoo train|enjoy ...`` (console script ``sb3-ppo-variants-zoo``) call :func:`register`
-and then run rl-zoo's own ``train``/``enjoy`` with every rl-zoo argument. In your own script:
+``python -m sb3_ppo_variants.zoo train|enjoy|record-video ...`` (console script ``sb3-ppo-variants-zoo``) call
+:func:`register` and then run rl-zoo's own ``train``/``enjoy``/``record_video`` with every rl-zoo argument. In your
+own script:
 
 .. code-block:: python
 
