@@ -2,11 +2,10 @@
 
 import pytest
 import yaml
-from test_zoo_cli import run_zoo
+from conftest import run_zoo
 
 from sb3_ppo_variants.compare import RunSpec, train_run
 from sb3_ppo_variants.compare.hyperparams import method_hyperparams
-from sb3_ppo_variants.compare.runner import evaluation_function
 from sb3_ppo_variants.compare.specs import parse_baselines, parse_method
 from sb3_ppo_variants.zoo.adapter import ALGOS, variant_keys
 from sb3_ppo_variants.zoo.exp_manager import default_hyperparams_file
@@ -77,15 +76,3 @@ def test_compare_baseline_of_a_variant_equals_its_clip_runs(algo, baseline):
     assert variant["num_timesteps"] == contrib["num_timesteps"] == 128
     if algo == "ppo_mask_variant":  # bitwise the same training: the same evaluation, with masks
         assert variant["eval_returns"] == contrib["eval_returns"]
-
-
-def test_maskable_models_are_evaluated_with_masks():
-    from sb3_contrib import MaskablePPO
-    from stable_baselines3 import PPO
-
-    from sb3_ppo_variants import MaskablePPOVariant, MaskableRecurrentPPOVariant
-
-    assert evaluation_function(MaskablePPO).__module__ == "sb3_contrib.common.maskable.evaluation"
-    assert evaluation_function(MaskablePPOVariant).__module__ == "sb3_contrib.common.maskable.evaluation"
-    assert evaluation_function(MaskableRecurrentPPOVariant).__module__ == "sb3_contrib.common.maskable.evaluation"
-    assert evaluation_function(PPO).__module__ == "stable_baselines3.common.evaluation"

@@ -86,7 +86,7 @@ def test_unknown_command(capsys, argv):
         main(argv)
     assert stop.value.code == 2
     out, err = capsys.readouterr()
-    assert "usage: sb3-ppo-variants-zoo {train,enjoy}" in out + err
+    assert "usage: sb3-ppo-variants-zoo {train,enjoy,record-video}" in out + err
 
 
 def test_algo_choices_include_ppo_variant(capsys):

@@ -1,32 +1,17 @@
 """rl-zoo integration end to end: `python -m sb3_ppo_variants.zoo train|enjoy` in a child process, as a user runs it."""
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from conftest import run_zoo
 
 from sb3_ppo_variants import AdaptiveKLPenalty, PPOVariant
 
 ENV_ID = "CartPole-v1"
-
-
-def run_zoo(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run the entry point like a user would, with one torch thread; fail with its output if it fails."""
-    result = subprocess.run(
-        [sys.executable, "-m", "sb3_ppo_variants.zoo", *arguments],
-        cwd=cwd,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert result.returncode == 0, f"exit code {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
 
 
 def train(log_folder: Path, *hyperparams: str, extra: tuple[str, ...] = (), n_timesteps: int = 2048):

@@ -5,7 +5,6 @@ dicts, so they run the same in a local worker process or as a Ray task on anothe
 """
 
 import importlib
-import inspect
 import math
 import platform
 import socket
@@ -17,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import sync_envs_normalization
 
 from sb3_ppo_variants.compare.hyperparams import make_envs, preprocess
@@ -25,6 +23,7 @@ from sb3_ppo_variants.compare.metrics import SCORE_EPISODES
 from sb3_ppo_variants.compare.specs import RunSpec
 from sb3_ppo_variants.update_stats import NonFiniteLossError
 from sb3_ppo_variants.zoo.adapter import algorithm_class
+from sb3_ppo_variants.zoo.evaluation import evaluate_policy
 
 #: Result format version, stored in every result file.
 RESULT_SCHEMA = 1
@@ -106,18 +105,6 @@ class EpisodeRecorder(BaseCallback):
         return True
 
 
-def evaluation_function(model: Any) -> Callable[..., Any]:
-    """
-    SB3's ``evaluate_policy``, or sb3-contrib's maskable one for models whose ``predict`` takes action masks
-    (MaskablePPO and the maskable variants): they are evaluated with the env's masks, as they were trained.
-    """
-    if "action_masks" in inspect.signature(model.predict).parameters:
-        from sb3_contrib.common.maskable.evaluation import evaluate_policy as evaluate_masked_policy
-
-        return evaluate_masked_policy
-    return evaluate_policy
-
-
 def train_run(spec: RunSpec | dict[str, Any], reporter: Reporter | None = None) -> dict[str, Any]:
     """
     Train one run and measure it. Exceptions of the training itself do not propagate: a non-finite loss gives status
@@ -155,10 +142,11 @@ def train_run(spec: RunSpec | dict[str, Any], reporter: Reporter | None = None) 
             model.learn(spec.timesteps, callback=[recorder, *callbacks])
         except NonFiniteLossError as error:
             result.update(status="diverged", error=str(error))
-        # Evaluate with the training env's observation statistics, frozen (as rl-zoo's EvalCallback does).
+        # Evaluate with the training env's observation statistics, frozen (as rl-zoo's EvalCallback does), and a
+        # maskable algorithm with the env's masks.
         sync_envs_normalization(model.get_env(), eval_env)
-        episode_returns, episode_lengths = evaluation_function(model)(
-            model, eval_env, n_eval_episodes=spec.eval_episodes, deterministic=True, return_episode_rewards=True
+        episode_returns, episode_lengths = evaluate_policy(
+            model, eval_env, spec.algo, n_eval_episodes=spec.eval_episodes, deterministic=True, return_episode_rewards=True
         )
         eval_returns, eval_lengths = list(episode_returns), list(episode_lengths)  # type: ignore[arg-type]
     except Exception as error:  # a run that cannot train is a result too; the other runs go on

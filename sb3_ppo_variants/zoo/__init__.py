@@ -1,9 +1,11 @@
 """
-rl-baselines3-zoo integration: ``ppo_variant`` as an rl-zoo algorithm (train, enjoy, Optuna tuning), without a fork.
+rl-baselines3-zoo integration: ``ppo_variant`` as an rl-zoo algorithm (train, enjoy, record-video, Optuna tuning),
+without a fork. Maskable algorithms use the env's action masks in all of them (:mod:`sb3_ppo_variants.zoo.evaluation`).
 
 rl-zoo has no plugin hook (``--algo`` choices are fixed before ``--gym-packages`` is imported), so the entry points
-``python -m sb3_ppo_variants.zoo train|enjoy ...`` (console script ``sb3-ppo-variants-zoo``) call :func:`register`
-and then run rl-zoo's own ``train``/``enjoy`` with every rl-zoo argument. In your own script:
+``python -m sb3_ppo_variants.zoo train|enjoy|record-video ...`` (console script ``sb3-ppo-variants-zoo``) call
+:func:`register` and then run rl-zoo's own ``train``/``enjoy``/``record_video`` with every rl-zoo argument. In your
+own script:
 
 .. code-block:: python
 
@@ -40,10 +42,14 @@ def register() -> None:
     process (idempotent):
 
     - ``rl_zoo3.utils.ALGOS["ppo_variant"] = PPOVariant`` (``--algo`` choices, ``enjoy``'s loading);
-    - for variants, ``HYPERPARAMS_SAMPLER[key]`` (``-optimize``) and ``HYPERPARAMS_CONVERTER[key]``
-      (``--trial-id``: rl-zoo's on-policy converter, the objective's parameters pass through unchanged);
+    - for algorithms with a sampler (the variants, ``ppo_mask``), ``HYPERPARAMS_SAMPLER[key]`` (``-optimize``) and
+      ``HYPERPARAMS_CONVERTER[key]`` (``--trial-id``: rl-zoo's on-policy converter, the objective's parameters pass
+      through unchanged);
     - rl-zoo's ``train`` uses :class:`PPOVariantExperimentManager`, rl-zoo's manager with the shipped default
-      hyperparameter file, ``kl_target`` schedules and early checks.
+      hyperparameter file, ``kl_target`` schedules, early checks and masked evaluation for maskable algorithms.
+
+    ``enjoy`` and ``record-video`` of the entry point also play maskable algorithms with the env's masks
+    (:func:`sb3_ppo_variants.zoo.evaluation.masked_play`).
     """
     import rl_zoo3.train
 

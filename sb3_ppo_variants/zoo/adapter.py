@@ -31,7 +31,9 @@ class Algo:
     :param title: display name in reports
     :param variant: whether it is a PPO variant of this package (it takes ``objective``; ``compare --algo``)
     :param baselines: for a variant, the algorithms ``compare --baselines`` adds, the one it extends first
-    :param sampler: ``"module:function"``, the Optuna sampler of rl-zoo's ``-optimize`` (variants)
+    :param sampler: ``"module:function"``, the Optuna sampler of rl-zoo's ``-optimize``
+    :param maskable: whether it plays with the env's action masks (``predict(..., action_masks=...)``): its evaluation
+        during training and tuning, ``enjoy`` and ``record-video`` pass them (:mod:`sb3_ppo_variants.zoo.evaluation`)
     """
 
     key: str
@@ -40,6 +42,7 @@ class Algo:
     variant: bool = False
     baselines: tuple[str, ...] = ()
     sampler: str | None = None
+    maskable: bool = False
 
     def load(self) -> Any:
         """The class named by :attr:`path`."""
@@ -79,6 +82,7 @@ register_algo(
         variant=True,
         baselines=("ppo_mask",),
         sampler="sb3_ppo_variants.zoo.sampler:sample_ppo_variant_params",
+        maskable=True,
     )
 )
 register_algo(
@@ -99,18 +103,33 @@ register_algo(
         variant=True,
         baselines=("ppo_lstm", "ppo_mask"),
         sampler="sb3_ppo_variants.zoo.sampler:sample_ppo_lstm_variant_params",
+        maskable=True,
     )
 )
 register_algo(Algo("ppo", "stable_baselines3:PPO", "SB3 PPO"))
 register_algo(Algo("trpo", "sb3_contrib:TRPO", "TRPO (sb3-contrib)"))
 register_algo(Algo("a2c", "stable_baselines3:A2C", "A2C (SB3)"))
-register_algo(Algo("ppo_mask", "sb3_contrib:MaskablePPO", "MaskablePPO (sb3-contrib)"))
+# rl-zoo has no MaskablePPO search space; its PPO one fits (the variants' sampler extends it too).
+register_algo(
+    Algo(
+        "ppo_mask",
+        "sb3_contrib:MaskablePPO",
+        "MaskablePPO (sb3-contrib)",
+        sampler="rl_zoo3.hyperparams_opt:sample_ppo_params",
+        maskable=True,
+    )
+)
 register_algo(Algo("ppo_lstm", "sb3_contrib:RecurrentPPO", "RecurrentPPO (sb3-contrib)"))
 
 
 def variant_keys() -> list[str]:
     """Keys of the registered variants (``compare --algo`` choices)."""
     return [key for key, algo in ALGOS.items() if algo.variant]
+
+
+def uses_action_masks(key: str) -> bool:
+    """Whether the algorithm of an rl-zoo key plays with the env's action masks (its registry entry's ``maskable``)."""
+    return key in ALGOS and ALGOS[key].maskable
 
 
 def algorithm_class(key: str) -> type:

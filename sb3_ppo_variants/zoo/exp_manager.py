@@ -9,7 +9,10 @@ rl-zoo's ``ExperimentManager`` with the few additions ``ppo_variant`` needs, eac
 - a run that fails while being set up leaves no half-made run folder;
 - ``-optimize``: workers started together on a new database do not fail creating its tables,
   ``--hyperparams objective:...`` restricts the sampled objectives, each trial records the worker
-  (host:pid) that ran it, and a trial whose loss went non-finite is pruned (as rl-zoo prunes NaN trials).
+  (host:pid) that ran it, and a trial whose loss went non-finite is pruned (as rl-zoo prunes NaN trials);
+- algorithms that play with action masks (``ppo_mask_variant``, ``ppo_mask_lstm_variant``, ``ppo_mask``) are evaluated
+  with the eval env's masks, in ``--eval-freq`` evaluations (curves, best model) and in Optuna trials (score,
+  pruning), and an env without masks is an error before training starts (:mod:`sb3_ppo_variants.zoo.evaluation`).
 """
 
 import difflib
@@ -30,11 +33,13 @@ from rl_zoo3.exp_manager import ExperimentManager
 from rl_zoo3.utils import SimpleLinearSchedule
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_ppo_variants.objectives import check_objective
 from sb3_ppo_variants.ppo_variant import PPOVariant
 from sb3_ppo_variants.update_stats import NonFiniteLossError
 from sb3_ppo_variants.zoo.adapter import ALGOS, ZooConfigError, algorithm_class, variant_keys
+from sb3_ppo_variants.zoo.evaluation import check_action_masks, masked_zoo_callbacks
 from sb3_ppo_variants.zoo.sampler import OBJECTIVE_CHOICES_ATTR, PAPER_OBJECTIVES
 
 #: Name of the algorithm in rl-zoo (``--algo ppo_variant``).
@@ -144,6 +149,26 @@ class PPOVariantExperimentManager(ExperimentManager):
             if not folder_existed:
                 shutil.rmtree(self.save_path, ignore_errors=True)
             raise
+
+    def create_callbacks(self) -> None:
+        """rl-zoo's callbacks; for an algorithm that uses action masks, its ``EvalCallback`` evaluates with them."""
+        with masked_zoo_callbacks(self.algo):
+            super().create_callbacks()
+
+    def hyperparameters_optimization(self) -> None:
+        """rl-zoo's tuning; for an algorithm that uses action masks, each trial is evaluated (and pruned) with them."""
+        with masked_zoo_callbacks(self.algo):
+            super().hyperparameters_optimization()
+
+    def create_envs(self, n_envs: int, eval_env: bool = False, no_log: bool = False) -> VecEnv:
+        """rl-zoo's envs; for an algorithm that uses action masks, an env without masks is an error (before training)."""
+        env = super().create_envs(n_envs, eval_env=eval_env, no_log=no_log)
+        try:
+            check_action_masks(self.algo, env, "evaluation" if eval_env else "training")
+        except ZooConfigError:
+            env.close()
+            raise
+        return env
 
     def _preprocess_hyperparams(
         self, hyperparams: dict[str, Any]
