@@ -1,6 +1,6 @@
 """
 The test matrix: the fast tests (``pytest -m "not slow"``) on every Python that ``setup.cfg``'s classifiers list and
-that is found on this machine (on ``PATH`` or in pyenv). Run it with ``make test-matrix``, or ``python -m nox`` from
+that is found on this machine: on ``PATH``, or installed with pyenv (``$PYENV_ROOT/versions``, active or not). Run it with ``make test-matrix``, or ``python -m nox`` from
 the project's virtualenv (``nox`` comes with the ``tests`` extra).
 
 - One session per Python, ``tests-3.10`` ... (``python -m nox -s tests-3.12`` runs one); a Python that is not found is
@@ -38,6 +38,24 @@ def supported_pythons() -> list[str]:
     config = configparser.ConfigParser()
     config.read(ROOT / "setup.cfg")
     return re.findall(r"Programming Language :: Python :: (3\.\d+)\s*$", config["metadata"]["classifiers"], re.MULTILINE)
+
+
+def _pyenv_folders(minors: list[str]) -> list[str]:
+    """The ``bin`` folder of pyenv's newest installed patch release of each minor version, active or not."""
+    versions = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    folders = []
+    for minor in minors:
+        patches = [path for path in versions.glob(f"{minor}.*") if re.fullmatch(rf"{re.escape(minor)}\.\d+", path.name)]
+        patches = [path for path in patches if (path / "bin" / f"python{minor}").is_file()]
+        if patches:
+            newest = max(patches, key=lambda path: int(path.name.rsplit(".", 1)[1]))
+            folders.append(str(newest / "bin"))
+    return folders
+
+
+# nox finds interpreters on PATH and the versions pyenv has activated (its shims fail for the others): put every
+# supported Python that pyenv has installed on PATH first.
+os.environ["PATH"] = os.pathsep.join([*_pyenv_folders(supported_pythons()), os.environ.get("PATH", "")])
 
 
 def _install_key() -> str:
