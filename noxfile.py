@@ -1,7 +1,8 @@
 """
 The test matrix: the fast tests (``pytest -m "not slow"``) on every Python that ``setup.cfg``'s classifiers list and
-that is found on this machine: on ``PATH``, or installed with pyenv (``$PYENV_ROOT/versions``, active or not). Run it with ``make test-matrix``, or ``python -m nox`` from
-the project's virtualenv (``nox`` comes with the ``tests`` extra).
+that is found on this machine: on ``PATH``, or installed with pyenv (``$PYENV_ROOT/versions``, active or not). Run
+it with ``make test-matrix``, or ``python -m nox`` from the project's virtualenv (``nox`` comes with the ``tests``
+extra).
 
 - One session per Python, ``tests-3.10`` ... (``python -m nox -s tests-3.12`` runs one); a Python that is not found is
   skipped, never downloaded.

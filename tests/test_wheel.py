@@ -31,7 +31,8 @@ def run(*command: str | Path, cwd: Path, timeout: float = 600) -> subprocess.Com
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME")}
     env["OMP_NUM_THREADS"] = "1"
     result = subprocess.run([str(part) for part in command], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{command}: exit code {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    output = f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, f"{command}: exit code {result.returncode}\n{output}"
     return result
 
 
@@ -69,7 +70,8 @@ def venv(built, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("venv") / "venv"
     run(sys.executable, "-m", "venv", folder, cwd=folder.parent)
     bin_folder = folder / "bin"
-    run(bin_folder / "python", "-m", "pip", "install", f"torch=={torch.__version__}", f"{wheel}[zoo,compare]", cwd=folder.parent)
+    requirements = [f"torch=={torch.__version__}", f"{wheel}[zoo,compare]"]
+    run(bin_folder / "python", "-m", "pip", "install", *requirements, cwd=folder.parent)
     return bin_folder
 
 
@@ -107,8 +109,7 @@ def test_training_from_the_installed_package(venv, tmp_path):
         venv / "sb3-ppo-variants-zoo", "train", "--algo", "ppo_variant", "--env", "CartPole-v1", "-n", "256", "--seed", "0",
         "--num-threads", "1", "--eval-freq", "-1", "-f", tmp_path / "logs", cwd=tmp_path,
     )  # fmt: skip
-    check = textwrap.dedent(
-        f"""
+    check = textwrap.dedent(f"""
         from pathlib import Path
 
         import yaml
@@ -139,7 +140,6 @@ def test_training_from_the_installed_package(venv, tmp_path):
         model.learn(256)
         assert model.num_timesteps == 256
         print("ok", installed)
-        """
-    )
+        """)
     result = run(venv / "python", "-c", check, cwd=tmp_path)
     assert result.stdout.startswith("ok ")
