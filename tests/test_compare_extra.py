@@ -5,8 +5,10 @@ imports (directly, or through the package's own modules it imports) is installed
 """
 
 import ast
+import collections
 import configparser
 import importlib.metadata
+import inspect
 import re
 import sys
 from pathlib import Path
@@ -54,6 +56,24 @@ def imported_modules(root: str) -> set[str]:
     return found - set(sys.stdlib_module_names)
 
 
+def packages_distributions() -> dict[str, list[str]]:
+    """
+    ``importlib.metadata.packages_distributions()`` as Python 3.11 and newer compute it: a distribution without
+    ``top_level.txt`` (numpy, matplotlib, rich) provides the top-level names of the files it installed. Python 3.10's
+    reads ``top_level.txt`` only.
+    """
+    found = collections.defaultdict(list)
+    for distribution in importlib.metadata.distributions():
+        names = (distribution.read_text("top_level.txt") or "").split() or {
+            path.parts[0] if len(path.parts) > 1 else inspect.getmodulename(str(path)) or str(path)
+            for path in distribution.files or []
+        }
+        for name in names:
+            if "." not in name:
+                found[name].append(distribution.metadata["Name"])
+    return dict(found)
+
+
 def installed_by(requirements: list[str]) -> set[str]:
     """The distributions pip installs for ``requirements``: them and, transitively, what they require."""
     closure: set[str] = set()
@@ -79,7 +99,7 @@ def test_compare_extra_provides_every_import():
     requirements = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
     assert any(_normalize(Requirement(line).name) == "rl-zoo3" for line in requirements)  # named, not only pulled in
     installed = installed_by(requirements)
-    distributions = importlib.metadata.packages_distributions()
+    distributions = packages_distributions()
 
     modules = imported_modules("compare") | set(REQUIRED_MODULES) | {"ray"}
     assert {"rl_zoo3", "rliable", "matplotlib", "numpy", "torch", "yaml", "rich", "optuna", "ray"} <= modules
