@@ -54,8 +54,7 @@ def ppo_loss(
     :return: the loss, and its named 0-d terms
     """
     values, log_prob, entropy, new_distribution = evaluation
-    values = values.flatten()
-    advantages, old_values, returns = rollout_data.advantages, rollout_data.old_values, rollout_data.returns
+    advantages = rollout_data.advantages
 
     # Normalization does not make sense if mini batchsize == 1, see SB3 GH issue #325
     if coefficients.normalize_advantage and len(advantages) > 1:
@@ -73,14 +72,7 @@ def ppo_loss(
     objective_output = objective.loss(PolicyBatch(ratio=ratio, advantages=advantages, kl=kl, mask=valid))
     policy_loss = objective_output.loss
 
-    if coefficients.clip_range_vf is None:
-        values_pred = values
-    else:
-        # Clip the difference between old and new value. NOTE: this depends on the reward scaling
-        clip_range_vf = coefficients.clip_range_vf
-        values_pred = old_values + th.clamp(values - old_values, -clip_range_vf, clip_range_vf)
-    # Value loss using the TD(gae_lambda) target
-    value_loss = F.mse_loss(returns, values_pred) if valid is None else masked_mean((returns - values_pred) ** 2, valid)
+    value_loss = _value_loss(values, rollout_data, coefficients.clip_range_vf, valid)
 
     # Entropy loss favors exploration; approximate entropy when there is no analytical form
     entropy_loss = -masked_mean(-log_prob if entropy is None else entropy, valid)
@@ -102,3 +94,16 @@ def ppo_loss(
         **objective_output.diagnostics,
     }
     return loss, terms
+
+
+def _value_loss(values: th.Tensor, rollout_data: Any, clip_range_vf: float | None, valid: th.Tensor | None) -> th.Tensor:
+    """SB3 PPO's value loss: the squared error to the TD(λ) returns, with the optional clipping around the old values."""
+    values = values.flatten()
+    if clip_range_vf is None:
+        values_pred = values
+    else:
+        # Clip the difference between old and new value. NOTE: this depends on the reward scaling
+        values_pred = rollout_data.old_values + th.clamp(values - rollout_data.old_values, -clip_range_vf, clip_range_vf)
+    # Value loss using the TD(gae_lambda) target
+    returns = rollout_data.returns
+    return F.mse_loss(returns, values_pred) if valid is None else masked_mean((returns - values_pred) ** 2, valid)
