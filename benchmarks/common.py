@@ -60,6 +60,12 @@ def make_model(variant: str, env_id: str, hyperparams: dict[str, Any], seed: int
     if variant == "sb3_ppo_foreach":  # SB3 PPO with the multi-tensor Adam that PPOVariant uses on CPU
         policy_kwargs = {"optimizer_kwargs": {"foreach": True}}
         return PPO("MlpPolicy", env, seed=seed, device="cpu", policy_kwargs=policy_kwargs, **hyperparams)
+    if variant == "clip_torch_adam":  # clip with torch's own zero_grad / clip_grad_norm_ / Adam.step (no FlatAdam)
+        model = PPOVariant("MlpPolicy", env, objective="clip", seed=seed, device="cpu", **hyperparams)
+        # FlatAdam stands in for an optimizer without step hooks only (update.flat_adam_unsupported_reason): this
+        # empty hook makes the update run the optimizer's own code, one extra Python call per minibatch.
+        model.policy.optimizer.register_step_pre_hook(lambda optimizer, args, kwargs: None)
+        return model
     return PPOVariant("MlpPolicy", env, objective=variant, seed=seed, device="cpu", **hyperparams)
 
 

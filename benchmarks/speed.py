@@ -19,11 +19,13 @@ Each run is single-threaded, so its process CPU time is also reported: it is muc
 other jobs on the machine.
 
 ``--suite contrib``: MaskablePPOVariant against sb3-contrib's MaskablePPO and RecurrentPPOVariant against RecurrentPPO
-(targets: clip <= 1.05x the sb3-contrib algorithm, each KL objective <= 1.10x clip), results in ``speed_contrib``.
+(targets: clip <= 1.05x the sb3-contrib algorithm, each KL objective <= 1.10x clip), results in ``speed_contrib``
+(``--scale`` multiplies its steps, ``--variants`` picks the KL objectives).
 """
 
 import argparse
 import random
+import sys
 import time
 from typing import Any
 
@@ -43,6 +45,8 @@ from common import (
 
 #: SB3 PPO as shipped, SB3 PPO with the same (foreach) Adam as PPOVariant, then each PPOVariant objective.
 SPEED_VARIANTS = ("sb3_ppo", "sb3_ppo_foreach", *VARIANTS[1:])
+#: Run only when asked for (--variants): clip without FlatAdam, whose share of the wall time it measures.
+EXTRA_VARIANTS = ("clip_torch_adam",)
 
 SETUPS = {
     # rl-zoo's hyperparameters, 8 envs
@@ -52,13 +56,15 @@ SETUPS = {
 }
 
 
-def paired_ratios(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+def paired_ratios(
+    times: dict[str, list[float]], references: tuple[str, ...] = ("sb3_ppo", "clip")
+) -> dict[str, dict[str, float]]:
     """reference -> variant -> median over repeats of (variant's time / reference's time in the same repeat)."""
     return {
         reference: {
             variant: float(np.median(np.asarray(values) / np.asarray(times[reference]))) for variant, values in times.items()
         }
-        for reference in ("sb3_ppo", "clip")
+        for reference in references
     }
 
 
@@ -89,11 +95,18 @@ def contrib_setups() -> dict[str, tuple[str, Any, dict[str, Any], int]]:
     }
 
 
-def contrib_main(repeats: int) -> None:
+def contrib_main(repeats: int, scale: float, objectives: list[str], results_name: str) -> None:
     """Each contrib variant (clip and the KL objectives) against its sb3-contrib counterpart, interleaved."""
     order = random.Random(0)
-    setups = contrib_setups()
-    variants = {name: CONTRIB_VARIANTS[family][:4] for name, (family, *_) in setups.items()}  # reference, clip, KL x2
+    setups = {
+        name: (family, env_fn, hyperparams, max(1, round(steps * scale)))
+        for name, (family, env_fn, hyperparams, steps) in contrib_setups().items()
+    }
+    # the reference, clip and the chosen KL objectives
+    variants = {
+        name: [v for v in CONTRIB_VARIANTS[family][:4] if v in {CONTRIB_VARIANTS[family][0], "clip", *objectives}]
+        for name, (family, *_) in setups.items()
+    }
     seconds = {name: {variant: [] for variant in variants[name]} for name in setups}
     cpu_seconds = {name: {variant: [] for variant in variants[name]} for name in setups}
     for repeat in range(repeats):
@@ -113,8 +126,9 @@ def contrib_main(repeats: int) -> None:
     lines = [
         "# Speed: MaskablePPOVariant / RecurrentPPOVariant vs sb3-contrib",
         "",
-        f"`python benchmarks/speed.py --suite contrib --repeats {repeats}`; 1 torch thread; runs interleaved in one "
-        "process; median wall-clock and median process CPU time of `learn()` per run. Targets: clip <= 1.05x the "
+        f"`python benchmarks/speed.py {' '.join(sys.argv[1:])}`; 1 torch thread; runs interleaved in one "
+        "process; steps/s from the median wall-clock of `learn()`; each ratio (wall-clock, process CPU time) is the "
+        "median over repeats of the ratio within a repeat. Targets: clip <= 1.05x the "
         "sb3-contrib algorithm, each KL objective <= 1.10x clip.",
         "",
         "| env | steps | variant | steps/s | time / sb3-contrib | time / clip | CPU time / sb3-contrib | CPU time / clip |",
@@ -123,7 +137,9 @@ def contrib_main(repeats: int) -> None:
     for name, (family, _, _, steps) in setups.items():
         reference = CONTRIB_VARIANTS[family][0]
         median = {variant: float(np.median(times)) for variant, times in seconds[name].items()}
-        cpu = {variant: float(np.median(times)) for variant, times in cpu_seconds[name].items()}
+        # medians of the ratios within each repeat, as in the PPO suite
+        wall_ratio = paired_ratios(seconds[name], (reference, "clip"))
+        cpu_ratio = paired_ratios(cpu_seconds[name], (reference, "clip"))
         results["envs"][name] = {
             "family": family,
             "reference": reference,
@@ -131,20 +147,20 @@ def contrib_main(repeats: int) -> None:
             "seconds": seconds[name],
             "median_seconds": median,
             "steps_per_second": {v: steps / t for v, t in median.items()},
-            "ratio_to_reference": {v: t / median[reference] for v, t in median.items()},
-            "ratio_to_clip": {v: t / median["clip"] for v, t in median.items()},
+            "ratio_to_reference": wall_ratio[reference],
+            "ratio_to_clip": wall_ratio["clip"],
             "cpu_seconds": cpu_seconds[name],
-            "cpu_ratio_to_reference": {v: t / cpu[reference] for v, t in cpu.items()},
-            "cpu_ratio_to_clip": {v: t / cpu["clip"] for v, t in cpu.items()},
+            "cpu_ratio_to_reference": cpu_ratio[reference],
+            "cpu_ratio_to_clip": cpu_ratio["clip"],
         }
         for variant in variants[name]:
             lines.append(
                 f"| {name} | {steps} | {variant} | {steps / median[variant]:.0f} | "
-                f"{median[variant] / median[reference]:.3f} | {median[variant] / median['clip']:.3f} | "
-                f"{cpu[variant] / cpu[reference]:.3f} | {cpu[variant] / cpu['clip']:.3f} |"
+                f"{wall_ratio[reference][variant]:.3f} | {wall_ratio['clip'][variant]:.3f} | "
+                f"{cpu_ratio[reference][variant]:.3f} | {cpu_ratio['clip'][variant]:.3f} |"
             )
     lines += ["", f"Versions: {results['versions']}", ""]
-    save_results("speed_contrib", results, "\n".join(lines))
+    save_results(results_name, results, "\n".join(lines))
     print("\n".join(lines))
 
 
@@ -154,9 +170,9 @@ def main() -> None:
     parser.add_argument(
         "--variants",
         nargs="+",
-        choices=SPEED_VARIANTS,
+        choices=(*SPEED_VARIANTS, *EXTRA_VARIANTS),
         default=list(SPEED_VARIANTS),
-        help="a subset (sb3_ppo and clip always run)",
+        help="a subset (sb3_ppo and clip always run); clip_torch_adam: clip with torch's Adam step instead of FlatAdam",
     )
     parser.add_argument("--suite", choices=("ppo", "contrib"), default="ppo", help="contrib: the sb3-contrib variants")
     parser.add_argument(
@@ -165,13 +181,14 @@ def main() -> None:
         default=1.0,
         help="fraction of each setup's steps to run (shorter runs on a busy machine; learn() completes whole rollouts)",
     )
+    parser.add_argument("--results", default="speed", help="results file name under benchmarks/results/ (no suffix)")
     args = parser.parse_args()
     setups = {env_id: (hyperparams, max(1, round(steps * args.scale))) for env_id, (hyperparams, steps) in SETUPS.items()}
     th.set_num_threads(1)  # one core per run, as SB3 recommends for MLP policies on CPU
     if args.suite == "contrib":
-        contrib_main(args.repeats)
+        contrib_main(args.repeats, args.scale, args.variants, args.results if args.results != "speed" else "speed_contrib")
         return
-    speed_variants = [v for v in SPEED_VARIANTS if v in {"sb3_ppo", "clip", *args.variants}]
+    speed_variants = [v for v in (*SPEED_VARIANTS, *EXTRA_VARIANTS) if v in {"sb3_ppo", "clip", *args.variants}]
     order = random.Random(0)
     seconds: dict[str, dict[str, list[float]]] = {env: {v: [] for v in speed_variants} for env in SETUPS}
     cpu_seconds: dict[str, dict[str, list[float]]] = {env: {v: [] for v in speed_variants} for env in SETUPS}
@@ -194,7 +211,7 @@ def main() -> None:
     lines = [
         "# Speed: PPOVariant vs SB3 PPO",
         "",
-        f"`python benchmarks/speed.py --repeats {args.repeats} --scale {args.scale}`; 1 torch thread; steps/s from the "
+        f"`python benchmarks/speed.py {' '.join(sys.argv[1:])}`; 1 torch thread; steps/s from the "
         "median wall-clock of `learn()`; each ratio is the median over repeats of the ratio within a repeat (the runs "
         "of a repeat are interleaved, minutes apart at most); update s: median seconds in `train()` per run; "
         "same-rollout: (clip's rollout time + the variant's update time) / clip's time.",
@@ -237,7 +254,7 @@ def main() -> None:
                 f"{update[variant]:.2f} | {same_rollout[variant]:.3f} |"
             )
     lines += ["", f"Versions: {results['versions']}", ""]
-    save_results("speed", results, "\n".join(lines))
+    save_results(args.results, results, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -256,6 +256,7 @@ class UpdateEngine(OnPolicyAlgorithm):
 
         # Switch to train mode (this affects batch norm / dropout)
         self.policy.set_training_mode(True)
+        # BaseAlgorithm's protected schedule helpers, as SB3 PPO.train() uses them (no public equivalent).
         self._update_learning_rate(self.policy.optimizer)
         progress_remaining = self._current_progress_remaining
         coefficients = LossCoefficients(
@@ -338,7 +339,7 @@ class UpdateEngine(OnPolicyAlgorithm):
                     stats.gradient_norms.append(th.nn.utils.clip_grad_norm_(parameters, self.max_grad_norm))
                     self.policy.optimizer.step()
 
-            self._n_updates += 1
+            self._n_updates += 1  # BaseAlgorithm's update counter (protected), as SB3 PPO.train() counts it
             if not continue_training:
                 break
 

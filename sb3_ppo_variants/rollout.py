@@ -29,6 +29,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs
 
 from sb3_ppo_variants.fast_policy import FastActorCritic, fast_policy_unsupported_reason
 
+# numpy's private umath module holds the clip ufunc itself; np.clip's public wrapper costs half the call (see below).
 try:
     from numpy._core import umath as _umath  # numpy >= 2
 except ImportError:  # pragma: no cover - numpy 1.x
@@ -90,7 +91,7 @@ def _dummy_vec_env_step(env: DummyVecEnv, actions: np.ndarray) -> tuple[VecEnvOb
             # save final observation where user can get it, then reset
             info["terminal_observation"] = obs
             obs, env.reset_infos[env_idx] = sub_env.reset()
-        env._save_obs(env_idx, obs)
+        env._save_obs(env_idx, obs)  # DummyVecEnv's own (private) store into buf_obs, as its step_wait does
     infos = [dict(info) for info in env.buf_infos]
     for info in infos:
         if "terminal_observation" in info:
@@ -142,6 +143,8 @@ def _collect_rollouts_fast(
     same ``self.locals`` entries, at the same times, as in SB3. A hot per-step loop, kept in one function (longer
     than 60 lines): a split would add a Python call to every step.
     """
+    # _last_obs, _last_episode_starts and _update_info_buffer are BaseAlgorithm's rollout state and episode statistics,
+    # which every SB3 collect_rollouts uses: SB3 has no public accessor for them.
     assert model._last_obs is not None, "No previous observation was provided"
     policy = model.policy
     # Switch to eval mode (this affects batch norm / dropout)

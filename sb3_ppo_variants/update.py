@@ -166,6 +166,7 @@ _PLAIN_ADAM = {"amsgrad": False, "maximize": False, "weight_decay": 0.0, "captur
 
 def _optimizer_hooks(optimizer: th.optim.Optimizer) -> int:
     """Number of step hooks that ``optimizer.step()`` would run (-1 if this torch version keeps them elsewhere)."""
+    # torch keeps the step hooks in private dicts (torch 2.3-2.13); there is no public way to ask whether any is set.
     try:
         return (
             len(optimizer._optimizer_step_pre_hooks)
@@ -327,6 +328,7 @@ class FlatAdam:
         :return: the total gradient norm before clipping, as ``clip_grad_norm_`` returns it
         """
         # clip_grad_norm_ (foreach, as torch chooses on the CPU): per-tensor norms, their norm, the clamped coefficient
+        # th._foreach_norm is the private op clip_grad_norm_ itself calls: the same per-tensor norms, bit for bit.
         total_norm = th.linalg.vector_norm(th.stack(th._foreach_norm(self.norm_grads, 2.0)), 2.0)
         clip_coef = float(max_norm) / (total_norm + 1e-6)
         self.flat_grad.mul_(th.clamp(clip_coef, max=1.0))
@@ -353,7 +355,8 @@ class FlatAdam:
         th.sqrt(self.exp_avg_sq, out=self.denom)
         self.denom.div_(bias_correction2_sqrt)
         self.denom.add_(eps)
-        # The parameters keep their own storage: one addcdiv per parameter tensor, as torch's foreach Adam runs it.
+        # The parameters keep their own storage: one addcdiv per parameter tensor, with the private op that torch's
+        # foreach Adam runs (no public multi-tensor addcdiv).
         th._foreach_addcdiv_(self.params, self.exp_avgs, self.denoms, step_size)
         return total_norm
 

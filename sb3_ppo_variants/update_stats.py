@@ -106,6 +106,7 @@ def record_update(model: Any, stats: UpdateStats, table: np.ndarray, summary: Up
     logger.record("train/explained_variance", explained_variance(buffer.values.flatten(), buffer.returns.flatten()))
     if hasattr(model.policy, "log_std"):
         logger.record("train/std", th.exp(model.policy.log_std).mean().item())
+    # BaseAlgorithm's protected counter: SB3 PPO logs the same key from it, and it has no public accessor.
     logger.record("train/n_updates", model._n_updates, exclude="tensorboard")
     logger.record("train/clip_range", summary.clip_range)
     if summary.clip_range_vf is not None:

@@ -119,6 +119,8 @@ class MaskableRecurrentRolloutBuffer(_MaskStorage, RecurrentRolloutBuffer):
     """
 
     # The one method of sb3-contrib's buffer that builds a minibatch (sb3-contrib 2.9.2): get() calls it per minibatch.
+    # It is private, but the only place a minibatch can gain a field; the override adds the masks and reads nothing
+    # that sb3-contrib's method sets on the buffer.
     def _get_samples(  # type: ignore[override]
         self, batch_inds: np.ndarray, env_change: np.ndarray, env: VecNormalize | None = None
     ) -> MaskableRecurrentRolloutBufferSamples:
@@ -130,6 +132,8 @@ class MaskableRecurrentDictRolloutBuffer(_MaskStorage, RecurrentDictRolloutBuffe
     """:class:`MaskableRecurrentRolloutBuffer` for dict observations (sb3-contrib's ``RecurrentDictRolloutBuffer``)."""
 
     # The one method of sb3-contrib's buffer that builds a minibatch (sb3-contrib 2.9.2): get() calls it per minibatch.
+    # It is private, but the only place a minibatch can gain a field; the override adds the masks and reads nothing
+    # that sb3-contrib's method sets on the buffer.
     def _get_samples(  # type: ignore[override]
         self, batch_inds: np.ndarray, env_change: np.ndarray, env: VecNormalize | None = None
     ) -> MaskableRecurrentDictRolloutBufferSamples:
