@@ -54,3 +54,62 @@ def run_zoo(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
     )
     assert result.returncode == 0, f"exit code {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
+
+
+#: rl-zoo's -optimize with tiny trials (512 steps, one evaluation) and a random sampler
+OPTIMIZE = [
+    "train",
+    "--algo",
+    "ppo_variant",
+    "--env",
+    "CartPole-v1",
+    "-optimize",
+    "-n",
+    "512",
+    "--n-evaluations",
+    "1",
+    "--eval-episodes",
+    "2",
+    "--sampler",
+    "random",
+    "--pruner",
+    "none",
+    "--no-optim-plots",
+    "--num-threads",
+    "1",
+]
+
+
+def optimize(storage: str, seed: int, *extra: str, cwd) -> subprocess.Popen:
+    """One tuning worker: rl-zoo's -optimize on a shared study (tiny trials: 512 steps, one env)."""
+    command = [
+        sys.executable,
+        "-m",
+        "sb3_ppo_variants.zoo",
+        *OPTIMIZE,
+        "--storage",
+        storage,
+        "--study-name",
+        "shared",
+        "--seed",
+        str(seed),  # the random sampler's seed: each worker draws its own trials
+        "-f",
+        str(cwd / "logs"),
+        *extra,
+        "--hyperparams",
+        "n_envs:1",
+    ]
+    return subprocess.Popen(
+        command,
+        cwd=cwd,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait(worker: subprocess.Popen) -> str:
+    output, _ = worker.communicate(timeout=240)
+    assert worker.returncode == 0, output[-3000:]
+    return output

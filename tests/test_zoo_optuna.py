@@ -1,12 +1,10 @@
 """Optuna tuning through rl-zoo's -optimize: the ppo_variant sampler, and several workers filling one shared study."""
 
 import argparse
-import os
-import subprocess
-import sys
 
 import optuna
 import pytest
+from conftest import OPTIMIZE, optimize, wait
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FixedTrial, TrialState
@@ -60,65 +58,6 @@ def test_sampler_search_space():
             assert KL_COEF_RANGE[0] <= hyperparams["kl_coef"] <= KL_COEF_RANGE[1]
         study.tell(trial, 0.0)
     assert seen == set(PAPER_OBJECTIVES)
-
-
-#: rl-zoo's -optimize with tiny trials (512 steps, one evaluation) and a random sampler
-OPTIMIZE = [
-    "train",
-    "--algo",
-    "ppo_variant",
-    "--env",
-    "CartPole-v1",
-    "-optimize",
-    "-n",
-    "512",
-    "--n-evaluations",
-    "1",
-    "--eval-episodes",
-    "2",
-    "--sampler",
-    "random",
-    "--pruner",
-    "none",
-    "--no-optim-plots",
-    "--num-threads",
-    "1",
-]
-
-
-def optimize(storage: str, seed: int, *extra: str, cwd) -> subprocess.Popen:
-    """One tuning worker: rl-zoo's -optimize on a shared study (tiny trials: 512 steps, one env)."""
-    command = [
-        sys.executable,
-        "-m",
-        "sb3_ppo_variants.zoo",
-        *OPTIMIZE,
-        "--storage",
-        storage,
-        "--study-name",
-        "shared",
-        "--seed",
-        str(seed),  # the random sampler's seed: each worker draws its own trials
-        "-f",
-        str(cwd / "logs"),
-        *extra,
-        "--hyperparams",
-        "n_envs:1",
-    ]
-    return subprocess.Popen(
-        command,
-        cwd=cwd,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def wait(worker: subprocess.Popen) -> str:
-    output, _ = worker.communicate(timeout=240)
-    assert worker.returncode == 0, output[-3000:]
-    return output
 
 
 @pytest.mark.slow

@@ -20,8 +20,10 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy
+from conftest import optimize, wait
 from optuna.trial import TrialState
-from test_zoo_optuna import PAPER_OBJECTIVES, optimize, wait
+
+from sb3_ppo_variants.zoo.sampler import PAPER_OBJECTIVES
 
 #: a password with characters that the URL must percent-encode, as docs/zoo.md says
 USER, PASSWORD, DATABASE = "optuna", "s3cret@pass/word", "ppo_variant_optuna"
