@@ -172,7 +172,7 @@ def main() -> None:
         nargs="+",
         choices=(*SPEED_VARIANTS, *EXTRA_VARIANTS),
         default=list(SPEED_VARIANTS),
-        help="a subset (sb3_ppo and clip always run); clip_torch_adam: clip with torch's Adam step instead of FlatAdam",
+        help=("a subset (sb3_ppo and clip always run); clip_torch_adam: clip with torch's Adam step instead of FlatAdam"),
     )
     parser.add_argument("--suite", choices=("ppo", "contrib"), default="ppo", help="contrib: the sb3-contrib variants")
     parser.add_argument(

@@ -163,7 +163,7 @@ class UpdateEngine(OnPolicyAlgorithm):
         self._fast_policies: dict[int, FastActorCritic | None] = {}
         self._plan: dict[str, str | None] = {}
         self._entropy_grad = True
-        self._rollout_plan: tuple[str | None, str | None] = (self.rollout_fallback, self.rollout_fallback)
+        self._rollout_plan: str | None = self.rollout_fallback
         self.fast_path = FastPath()
 
     def _excluded_save_params(self) -> list[str]:
@@ -450,8 +450,7 @@ class UpdateEngine(OnPolicyAlgorithm):
 
     def _publish_fast_path(self) -> None:
         """``fast_path`` for the last rollout and update, printed at ``verbose=2`` when it changes."""
-        rollout_loop, env_step = self._rollout_plan
-        fast_path = dataclasses.replace(FastPath(), rollout_loop=rollout_loop, env_step=env_step, **self._plan)
+        fast_path = dataclasses.replace(FastPath(), rollout_loop=self._rollout_plan, **self._plan)
         if self.verbose >= 2 and fast_path != self.fast_path:
             print(f"Fast path of {type(self).__name__}:\n{fast_path}")
         self.fast_path = fast_path

@@ -18,7 +18,6 @@ class FastPath:
     The plan of the last rollout and update (``model.fast_path``; printed at ``verbose=2`` when it changes).
 
     :param rollout_loop: the rollout loop without per-step overhead (``rollout.py``), for SB3's ``collect_rollouts``
-    :param env_step: ``DummyVecEnv.step`` without its deep copies, inside the fast rollout loop
     :param minibatches: ``RolloutBuffer.get()``'s minibatches gathered from tensors that share the buffer's memory
     :param policy_evaluation: ``evaluate_actions``/``get_distribution`` without module calls
         (:class:`~sb3_ppo_variants.fast_policy.FastActorCritic`)
@@ -29,7 +28,6 @@ class FastPath:
     """
 
     rollout_loop: str | None = NOT_YET
-    env_step: str | None = NOT_YET
     minibatches: str | None = NOT_YET
     policy_evaluation: str | None = NOT_YET
     optimizer_step: str | None = NOT_YET

@@ -3,7 +3,7 @@ A faster ``collect_rollouts`` for on-policy SB3 algorithms, with the same result
 
 SB3's rollout loop spends more time on per-step Python overhead than on the policy's arithmetic: ``nn.Module``
 calls, a torch ``Distribution`` object (with argument validation) per step, ``RolloutBuffer.add`` converting its
-inputs, ``DummyVecEnv`` deep-copying its observation buffer and infos, ``np.clip`` dispatch. The fast loop here runs
+inputs, ``np.clip`` dispatch. The fast loop here runs
 the same torch operations on tensors of the same shapes, in the same order, drawing the same random numbers from the
 same generators, so the actions, values, log-probabilities, buffer contents and RNG streams are bitwise SB3's; it
 only drops the overhead around them.
@@ -14,8 +14,6 @@ The fast loop covers the common case (see :func:`plan_rollout`): SB3's ``ActorCr
 Everything else runs SB3's general ``OnPolicyAlgorithm.collect_rollouts``.
 """
 
-from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -24,8 +22,7 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
-from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs
+from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_ppo_variants.fast_policy import FastActorCritic, fast_policy_unsupported_reason
 
@@ -43,15 +40,15 @@ _clip_ufunc: np.ufunc = _umath.clip  # type: ignore[attr-defined]
 sb3_collect_rollouts = OnPolicyAlgorithm.collect_rollouts
 
 
-def plan_rollout(model: OnPolicyAlgorithm, env: VecEnv, rollout_buffer: RolloutBuffer) -> tuple[str | None, str | None]:
+def plan_rollout(model: OnPolicyAlgorithm, env: VecEnv, rollout_buffer: RolloutBuffer) -> str | None:
     """
-    Which parts of the fast loop apply to the rollout about to be collected: for the loop itself and for the
-    copy-free ``DummyVecEnv`` step, ``None`` where the fast part runs, else the reason SB3's code runs.
+    Whether the fast loop applies to the rollout about to be collected: ``None`` where it runs, else the reason SB3's
+    ``collect_rollouts`` runs. Any VecEnv works: the loop steps it with its own ``step``.
 
     :param model: the on-policy algorithm about to collect a rollout
     :param env: the training environment
     :param rollout_buffer: the buffer it fills
-    :return: (the loop's reason, the env step's reason)
+    :return: the reason, or ``None``
     """
     if not getattr(model, "fast_rollout", True):
         loop: str | None = "fast_rollout = False"
@@ -60,44 +57,7 @@ def plan_rollout(model: OnPolicyAlgorithm, env: VecEnv, rollout_buffer: RolloutB
     else:
         # The fast forward replays the policy's own layers: the same cases as the update's fast evaluation.
         loop = fast_policy_unsupported_reason(model.policy, model.use_sde)
-    if loop is not None:
-        return loop, "SB3's rollout loop steps the env itself"
-    if type(env) is not DummyVecEnv:  # subclasses and other VecEnvs (wrappers, subprocesses) run their own step
-        return None, f"VecEnv class {type(env).__name__} (only DummyVecEnv)"
-    if list(env.keys) != [None]:
-        return None, "dict or tuple observations"
-    return None, None
-
-
-def _dummy_vec_env_step(env: DummyVecEnv, actions: np.ndarray) -> tuple[VecEnvObs, np.ndarray, np.ndarray, list[dict]]:
-    """
-    ``DummyVecEnv.step`` without its deep copies, which cost more than stepping a classic-control environment: the
-    observations come back as a fresh copy of the observation buffer (what the deep copy of a single-array buffer is),
-    the infos as shallow copies of the environments' info dicts (with a copied ``terminal_observation``).
-    Only an environment that mutates, during a later step, an object it put in an earlier info would differ.
-
-    :param env: a ``DummyVecEnv`` (exactly: subclasses run their own ``step``) with a non-Dict, non-Tuple space
-    :param actions: the actions, as ``DummyVecEnv.step`` takes them
-    :return: ``DummyVecEnv.step``'s ``(observations, rewards, dones, infos)``
-    """
-    env.actions = actions  # what step_async stores
-    for env_idx, sub_env in enumerate(env.envs):
-        obs, env.buf_rews[env_idx], terminated, truncated, info = sub_env.step(actions[env_idx])
-        env.buf_infos[env_idx] = info
-        # convert to SB3 VecEnv api
-        env.buf_dones[env_idx] = terminated or truncated
-        info["TimeLimit.truncated"] = truncated and not terminated
-        if env.buf_dones[env_idx]:
-            # save final observation where user can get it, then reset
-            info["terminal_observation"] = obs
-            obs, env.reset_infos[env_idx] = sub_env.reset()
-        env._save_obs(env_idx, obs)  # DummyVecEnv's own (private) store into buf_obs, as its step_wait does
-    infos = [dict(info) for info in env.buf_infos]
-    for info in infos:
-        if "terminal_observation" in info:
-            info["terminal_observation"] = np.copy(info["terminal_observation"])
-    new_obs = env.buf_obs[None].copy()  # type: ignore[index]
-    return new_obs, np.copy(env.buf_rews), np.copy(env.buf_dones), infos
+    return loop
 
 
 def collect_rollouts(
@@ -106,7 +66,7 @@ def collect_rollouts(
     callback: BaseCallback,
     rollout_buffer: RolloutBuffer,
     n_rollout_steps: int,
-    plan: tuple[str | None, str | None],
+    plan: str | None,
 ) -> bool:
     """
     ``OnPolicyAlgorithm.collect_rollouts`` with the same results: the fast loop where :func:`plan_rollout` accepts it,
@@ -121,11 +81,9 @@ def collect_rollouts(
     :return: True if function returned with at least `n_rollout_steps` collected, False if callback terminated
         rollout prematurely.
     """
-    loop, env_step = plan
-    if loop is not None:
+    if plan is not None:
         return sb3_collect_rollouts(model, env, callback, rollout_buffer, n_rollout_steps)
-    step = env.step if env_step is not None else partial(_dummy_vec_env_step, env)  # type: ignore[arg-type]
-    return _collect_rollouts_fast(model, env, callback, rollout_buffer, n_rollout_steps, step)
+    return _collect_rollouts_fast(model, env, callback, rollout_buffer, n_rollout_steps)
 
 
 def _collect_rollouts_fast(
@@ -134,12 +92,11 @@ def _collect_rollouts_fast(
     callback: BaseCallback,
     rollout_buffer: RolloutBuffer,
     n_rollout_steps: int,
-    step: Callable[[np.ndarray], tuple[VecEnvObs, np.ndarray, np.ndarray, list[dict]]],
 ) -> bool:
     """
     The fast loop: SB3's ``collect_rollouts`` step for step (see there for the arguments), with the policy forward of
     :class:`~sb3_ppo_variants.fast_policy.FastActorCritic`, direct writes into the buffer's arrays (what
-    ``RolloutBuffer.add`` stores) and ``step`` (``env.step`` or the copy-free ``DummyVecEnv`` step). Callbacks see the
+    ``RolloutBuffer.add`` stores) and the env's own ``step``. Callbacks see the
     same ``self.locals`` entries, at the same times, as in SB3. A hot per-step loop, kept in one function (longer
     than 60 lines): a split would add a Python call to every step.
     """
@@ -186,7 +143,7 @@ def _collect_rollouts_fast(
             # (what np.clip computes)
             clipped_actions = _clip_ufunc(actions, low, high)
 
-        new_obs, rewards, dones, infos = step(clipped_actions)
+        new_obs, rewards, dones, infos = env.step(clipped_actions)
 
         model.num_timesteps += env.num_envs
 

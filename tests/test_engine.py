@@ -19,7 +19,6 @@ from sb3_ppo_variants import (
     PPOVariant,
     RecurrentPPOVariant,
 )
-from sb3_ppo_variants.fast_path import FastPath
 
 SAVED_MODELS = Path(__file__).parent / "fixtures" / "saved_models"
 SMALL = dict(n_steps=32, batch_size=16, n_epochs=1, seed=0, device="cpu")
@@ -77,7 +76,8 @@ def test_sb3s_assertions_are_also_value_errors(algorithm):
 def test_fast_path_of_each_setup():
     """The plan says which fast parts ran; every fallback names its reason."""
     hopper = PPOVariant("MlpPolicy", "Hopper-v5", **SMALL).learn(32).fast_path
-    assert hopper == FastPath(None, None, None, None, None, None, "no π_old: the objective uses no KL and log_kl=False")
+    assert hopper.fallbacks() == {"old_policy": "no π_old: the objective uses no KL and log_kl=False"}
+    assert hopper.rollout_loop is None and hopper.optimizer_step is None
     cartpole = PPOVariant("MlpPolicy", make_vec_env("CartPole-v1", n_envs=8), objective="adaptive_kl", **SMALL)
     assert cartpole.learn(8 * 32).fast_path.fallbacks() == {}
     image = PPOVariant("CnnPolicy", FakeImageEnv(screen_height=36, screen_width=36), **SMALL).learn(32).fast_path
