@@ -199,6 +199,44 @@ def cost(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+#: Table 1's three families of settings: the spec prefix of each.
+FAMILIES = {"clip ε": "clip:", "adaptive KL d_targ": "adaptive_kl:", "fixed KL β": "fixed_kl:"}
+
+
+def rank_agreement(methods: dict[str, dict[str, Any]]) -> list[str]:
+    """
+    Our row means against the paper's: Spearman's rank correlation with its p-value (all rows, and without ``none``,
+    which alone can drive it), and per family whether the paper's best setting is ours and how wide each spread is.
+
+    :param methods: ``summary.json``'s ``methods`` (mean normalised score and the paper's Table 1 value per row)
+    """
+    from scipy.stats import spearmanr
+
+    rows = {
+        name: (entry["mean_normalized_score"], entry["paper_table1"])
+        for name, entry in methods.items()
+        if entry.get("mean_normalized_score") is not None and entry.get("paper_table1") is not None
+    }
+    lines = []
+    for label, names in (("all rows", list(rows)), ("without `none`", [name for name in rows if name != "none"])):
+        if len(names) < 3:
+            continue
+        result = spearmanr([rows[name][0] for name in names], [rows[name][1] for name in names])
+        lines.append(f"- Spearman ρ, {label} ({len(names)}): {result.statistic:.2f} (p = {result.pvalue:.3f})")
+    for family, prefix in FAMILIES.items():
+        members = {name: scores for name, scores in rows.items() if name.startswith(prefix)}
+        if len(members) < 2:
+            continue
+        ours, paper = max(members, key=lambda n: members[n][0]), max(members, key=lambda n: members[n][1])
+        spread = [max(v[i] for v in members.values()) - min(v[i] for v in members.values()) for i in (0, 1)]
+        verdict = "the same" if ours == paper else "differs"
+        lines.append(
+            f"- {family}: best setting ours `{ours}`, paper's `{paper}` ({verdict}); spread over settings "
+            f"ours {spread[0]:.2f}, paper's {spread[1]:.2f} ({len(members)} settings)"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", type=Path, default=Path("benchmarks/results/paper_seven"))
@@ -245,6 +283,8 @@ def main() -> None:
                 f"| `{method}` | {entry['mean_normalized_score']:.2f} | {iqm[0]:.2f} [{iqm[1]:.2f}, {iqm[2]:.2f}] "
                 f"| {entry.get('paper_table1')} |"
             )
+        print("\n## Ranks against the paper's\n")
+        print("\n".join(rank_agreement(summary["methods"])))
 
 
 if __name__ == "__main__":
