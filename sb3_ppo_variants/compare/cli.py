@@ -14,7 +14,7 @@ from sb3_ppo_variants.compare.hyperparams import ZOO_PREFIX
 from sb3_ppo_variants.compare.report import print_tables, write_report
 from sb3_ppo_variants.compare.specs import StudyError, check_requirements
 from sb3_ppo_variants.compare.study import RANDOM_EPISODES, StudyConfig, default_workers, run_study
-from sb3_ppo_variants.zoo.adapter import ALGOS, ZooConfigError, evaluate_key_values, variant_keys
+from sb3_ppo_variants.zoo.adapter import REGISTRY, ZooConfigError, evaluate_key_values, variant_keys
 
 PRESETS_FILE = Path(__file__).with_name("presets.yml")
 
@@ -95,7 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="*",
         metavar="ALGO",
         help="add baseline rows on the same grid: for ppo_variant "
-        f"{', '.join(ALGOS['ppo_variant'].baselines)} (all of them if none is named)",
+        f"{', '.join(REGISTRY['ppo_variant'].baselines)} (all of them if none is named)",
     )
     execution = parser.add_argument_group("execution")
     execution.add_argument("--workers", type=int, default=default_workers(), help="local worker processes (default: cores)")

@@ -7,7 +7,7 @@ The one rl-baselines3-zoo adapter of the package, shared by ``zoo/`` (train, enj
 - rl-zoo's ``key:value`` options (``--hyperparams``, ``--env-kwargs``), evaluated as rl-zoo's ``StoreDict`` does.
 
 The hyperparameter check and the conversion of ``lin_`` schedule strings (``kl_target`` included) are done by
-:class:`~sb3_ppo_variants.zoo.exp_manager.PPOVariantExperimentManager`, which both ``zoo`` and ``compare`` use.
+:class:`~sb3_ppo_variants.zoo.overrides.PPOVariantExperimentManager`, which both ``zoo`` and ``compare`` use.
 """
 
 import difflib
@@ -55,13 +55,13 @@ def import_path(path: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-#: Registered algorithms by rl-zoo key.
-ALGOS: dict[str, Algo] = {}
+#: The package's algorithm registry (rl-zoo key → :class:`Algo`); rl-zoo's own is ``rl_zoo3.utils.ALGOS`` (key → class).
+REGISTRY: dict[str, Algo] = {}
 
 
 def register_algo(algo: Algo) -> None:
     """Make ``algo`` known to ``zoo.register()`` (rl-zoo's ``--algo``) and ``compare`` (``--algo``, ``--baselines``)."""
-    ALGOS[algo.key] = algo
+    REGISTRY[algo.key] = algo
 
 
 register_algo(
@@ -124,21 +124,21 @@ register_algo(Algo("ppo_lstm", "sb3_contrib:RecurrentPPO", "RecurrentPPO (sb3-co
 
 def variant_keys() -> list[str]:
     """Keys of the registered variants (``compare --algo`` choices)."""
-    return [key for key, algo in ALGOS.items() if algo.variant]
+    return [key for key, algo in REGISTRY.items() if algo.variant]
 
 
 def uses_action_masks(key: str) -> bool:
     """Whether the algorithm of an rl-zoo key plays with the env's action masks (its registry entry's ``maskable``)."""
-    return key in ALGOS and ALGOS[key].maskable
+    return key in REGISTRY and REGISTRY[key].maskable
 
 
 def algorithm_class(key: str) -> type:
     """The class of an algorithm key: a registered one, else one of rl_zoo3's ``ALGOS``."""
-    if key in ALGOS:
-        return ALGOS[key].load()
-    from rl_zoo3.utils import ALGOS as ZOO_ALGOS
+    if key in REGISTRY:
+        return REGISTRY[key].load()
+    import rl_zoo3.utils
 
-    return ZOO_ALGOS[key]
+    return rl_zoo3.utils.ALGOS[key]
 
 
 def check_env_id(env_id: str, gym_packages: Iterable[str] = (), flag: str = "--env") -> str:
