@@ -522,6 +522,20 @@ def test_diverged_and_failed_runs(tmp_path, monkeypatch):
     assert statuses == {"clip:0.2": "ok", "test_nan": "diverged", "none": "failed"}
 
 
+def test_interrupted_run_has_no_result():
+    """rl-zoo's ExperimentManager.learn returns normally on Ctrl-C: the run must not come back as finished."""
+    calls = []
+
+    def interrupt(run_id: str, timesteps: int) -> None:
+        calls.append(timesteps)
+        if len(calls) > 1:  # the first call is the start, outside training; the second, training's first step
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(_tiny_spec(parse_method("clip:0.2")), reporter=interrupt)
+    assert len(calls) == 2
+
+
 def test_console_script_is_installed():
     script = Path(sys.executable).with_name("sb3-ppo-variants")
     assert script.is_file() and os.access(script, os.X_OK)
