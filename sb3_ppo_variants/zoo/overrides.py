@@ -38,7 +38,7 @@ import rl_zoo3.utils
 from optuna.storages.journal import JournalFileBackend
 from rl_zoo3.exp_manager import ExperimentManager
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_ppo_variants.objectives import check_objective
@@ -66,6 +66,18 @@ def replaced(module: Any, name: str, value: Any) -> Iterator[None]:
         yield
     finally:
         setattr(module, name, saved)
+
+
+class TrainingEnd(BaseCallback):
+    """Whether SB3's ``learn()`` reached its end: it calls ``on_training_end()`` then, and not on an exception."""
+
+    reached = False
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_training_end(self) -> None:
+        self.reached = True
 
 
 class PPOVariantExperimentManager(ExperimentManager):
@@ -130,20 +142,16 @@ class PPOVariantExperimentManager(ExperimentManager):
         must not take an interrupted run for a finished one reads :attr:`interrupted`.
         """
         self.interrupted = False
-        model_learn = model.learn
-
-        def learn(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return model_learn(*args, **kwargs)
-            except KeyboardInterrupt:
-                self.interrupted = True
-                raise
-
-        model.learn = learn  # type: ignore[method-assign]
+        end = TrainingEnd()
+        callbacks = self.callbacks
+        # rl-zoo 2.9.2's learn() also calls self.callbacks[0].on_training_end() in a finally: the sentinel is never
+        # first (an empty CallbackList is a callback that does nothing).
+        self.callbacks = [*(callbacks or [CallbackList([])]), end]
         try:
             super().learn(model)
         finally:
-            del model.learn
+            self.callbacks = callbacks
+        self.interrupted = not end.reached
 
     def create_callbacks(self) -> None:
         """rl-zoo's callbacks; for an algorithm that uses action masks, its ``EvalCallback`` evaluates with them."""
