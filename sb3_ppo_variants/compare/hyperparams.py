@@ -14,6 +14,7 @@ import yaml
 
 from sb3_ppo_variants.compare.specs import SPEC_PARAMETERS, Method, RunSpec, StudyError
 from sb3_ppo_variants.zoo.adapter import REGISTRY
+from sb3_ppo_variants.zoo.exp_manager import zoo_hyperparams_file
 
 #: Keys that describe the environment, the policy network and the problem (discount) rather than an algorithm's update
 #: rule. Baselines without tuned rl-zoo hyperparameters for an env inherit these from the study's entry.
@@ -38,9 +39,7 @@ def resolve_hyperparams_file(value: str | Path | None) -> Path | None:
         return None
     text = str(value)
     if text.startswith(ZOO_PREFIX):
-        import rl_zoo3
-
-        path = Path(rl_zoo3.__file__).parent / "hyperparams" / f"{text.removeprefix(ZOO_PREFIX)}.yml"
+        path = zoo_hyperparams_file(text.removeprefix(ZOO_PREFIX))
     else:
         path = Path(text).expanduser()
     if not path.is_file():
@@ -76,9 +75,7 @@ def read_entry(path: Path | None, env_id: str) -> dict[str, Any]:
 
 def zoo_tuned_entry(algo: str, env_id: str) -> dict[str, Any] | None:
     """rl-zoo's tuned hyperparameters of ``algo`` for exactly ``env_id`` (not its ``default``), if it has some."""
-    import rl_zoo3
-
-    path = Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml"
+    path = zoo_hyperparams_file(algo)
     if not path.is_file():
         return None
     entries = yaml.safe_load(path.read_text())

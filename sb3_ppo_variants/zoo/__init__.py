@@ -17,38 +17,17 @@ Where rl-zoo has no public hook, the package overrides it in one module, :mod:`s
 """
 
 try:
-    import rl_zoo3.utils
-    from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER, convert_onpolicy_params
+    import optuna  # noqa: F401 (rl-zoo's tuning)
+    import rl_zoo3.utils  # noqa: F401
 except ImportError as error:  # pragma: no cover (the zoo extra is installed for the tests)
     raise ImportError(
         f"sb3_ppo_variants.zoo needs rl-baselines3-zoo and optuna ({error}): pip install 'sb3-ppo-variants[zoo]'"
     ) from error
 
-from sb3_ppo_variants.zoo.adapter import REGISTRY, Algo, ZooConfigError, import_path, register_algo
+from sb3_ppo_variants.zoo.adapter import Algo, ZooConfigError, register, register_algo
 from sb3_ppo_variants.zoo.exp_manager import ALGO, DEFAULT_HYPERPARAMS_FILE, accepted_hyperparameters
 from sb3_ppo_variants.zoo.overrides import PPOVariantExperimentManager, train
 from sb3_ppo_variants.zoo.sampler import sample_ppo_variant_params
-
-
-def register() -> None:
-    """
-    Make ``ppo_variant`` (and every algorithm registered with :func:`register_algo`) an rl-zoo algorithm in this
-    process (idempotent), through rl-zoo's registries:
-
-    - ``rl_zoo3.utils.ALGOS["ppo_variant"] = PPOVariant`` (``--algo`` choices, ``enjoy``'s loading);
-    - for algorithms with a sampler (the variants, ``ppo_mask``), ``HYPERPARAMS_SAMPLER[key]`` (``-optimize``) and
-      ``HYPERPARAMS_CONVERTER[key]`` (``--trial-id``: rl-zoo's on-policy converter, the objective's parameters pass
-      through unchanged).
-
-    :func:`train` also runs rl-zoo's ``train`` with :class:`PPOVariantExperimentManager` (the shipped default
-    hyperparameter file, ``kl_target`` schedules, early checks and masked evaluation for maskable algorithms).
-    """
-    for key, algo in REGISTRY.items():
-        rl_zoo3.utils.ALGOS.setdefault(key, algo.load())
-        if algo.sampler is not None:
-            HYPERPARAMS_SAMPLER[key] = import_path(algo.sampler)
-            HYPERPARAMS_CONVERTER[key] = convert_onpolicy_params
-
 
 __all__ = [
     "ALGO",

@@ -2,7 +2,8 @@
 The one rl-baselines3-zoo adapter of the package, shared by ``zoo/`` (train, enjoy, tuning) and ``compare/``:
 
 - the algorithm registry: rl-zoo keys → classes, and for each variant of this package the baselines that
-  ``compare --baselines`` adds (one :func:`register_algo` call per algorithm);
+  ``compare --baselines`` adds (one :func:`register_algo` call per algorithm), and :func:`register`, which puts them
+  into rl-zoo's own registries;
 - the env id check, after importing ``--gym-packages`` (and the module of gymnasium's ``module:EnvId`` form);
 - rl-zoo's ``key:value`` options (``--hyperparams``, ``--env-kwargs``), evaluated as rl-zoo's ``StoreDict`` does.
 
@@ -139,6 +140,29 @@ def algorithm_class(key: str) -> type:
     import rl_zoo3.utils
 
     return rl_zoo3.utils.ALGOS[key]
+
+
+def register() -> None:
+    """
+    Make ``ppo_variant`` (and every algorithm registered with :func:`register_algo`) an rl-zoo algorithm in this
+    process (idempotent), through rl-zoo's registries:
+
+    - ``rl_zoo3.utils.ALGOS["ppo_variant"] = PPOVariant`` (``--algo`` choices, ``enjoy``'s loading);
+    - for algorithms with a sampler (the variants, ``ppo_mask``), ``HYPERPARAMS_SAMPLER[key]`` (``-optimize``) and
+      ``HYPERPARAMS_CONVERTER[key]`` (``--trial-id``: rl-zoo's on-policy converter, the objective's parameters pass
+      through unchanged).
+
+    :func:`train` also runs rl-zoo's ``train`` with :class:`PPOVariantExperimentManager` (the shipped default
+    hyperparameter file, ``kl_target`` schedules, early checks and masked evaluation for maskable algorithms).
+    """
+    import rl_zoo3.utils
+    from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER, convert_onpolicy_params
+
+    for key, algo in REGISTRY.items():
+        rl_zoo3.utils.ALGOS.setdefault(key, algo.load())
+        if algo.sampler is not None:
+            HYPERPARAMS_SAMPLER[key] = import_path(algo.sampler)
+            HYPERPARAMS_CONVERTER[key] = convert_onpolicy_params
 
 
 def check_env_id(env_id: str, gym_packages: Iterable[str] = (), flag: str = "--env") -> str:

@@ -22,6 +22,13 @@ ALGO = "ppo_variant"
 DEFAULT_HYPERPARAMS_FILE = Path(__file__).resolve().parent.parent / "hyperparams" / f"{ALGO}.yml"
 
 
+def zoo_hyperparams_file(algo: str) -> Path:
+    """The hyperparameter file of ``algo`` shipped with the installed rl_zoo3 (it may not exist)."""
+    import rl_zoo3
+
+    return Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml"
+
+
 def default_hyperparams_file(algo: str) -> Path:
     """The hyperparameter file shipped for a variant (``hyperparams/<algo>.yml``), used when no --conf-file is given."""
     return DEFAULT_HYPERPARAMS_FILE.with_name(f"{algo}.yml")

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from sb3_ppo_variants.zoo.adapter import register
 from sb3_ppo_variants.zoo.overrides import PPOVariantExperimentManager
 
 #: Name of the ``--conf-file`` written in an experiment's log folder.
@@ -43,15 +44,23 @@ def experiment_manager(
     :param seed: seed of the model and the envs
     :param n_timesteps: budget (0: the entry's ``n_timesteps``)
     """
-    from sb3_ppo_variants.zoo import register
-
     register()
-    options = dict(seed=seed, eval_freq=-1, log_interval=-1, verbose=0, device="cpu")
-    args = Namespace(algo=algo, env=env_id, log_folder=str(log_folder), conf_file=str(config), n_timesteps=n_timesteps,
-                     **options)  # fmt: skip
+    # The options given on that command line, as train() passes them (it also keeps them in args: args.yml).
+    args = Namespace(algo=algo, env=env_id, log_folder=str(log_folder), conf_file=str(config), seed=seed,
+                     n_timesteps=n_timesteps, eval_freq=-1, log_interval=-1, device="cpu", verbose=0)  # fmt: skip
     with quiet():
         return PPOVariantExperimentManager(
-            args, algo, env_id, str(log_folder), n_timesteps=n_timesteps, config=str(config), **options  # type: ignore[arg-type]
+            args,
+            algo,
+            env_id,
+            args.log_folder,
+            n_timesteps=n_timesteps,
+            eval_freq=args.eval_freq,
+            seed=seed,
+            log_interval=args.log_interval,
+            verbose=args.verbose,
+            device=args.device,
+            config=args.conf_file,
         )
 
 

@@ -43,7 +43,14 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_ppo_variants.objectives import check_objective
 from sb3_ppo_variants.update_stats import NonFiniteLossError
-from sb3_ppo_variants.zoo.adapter import REGISTRY, ZooConfigError, algorithm_class, uses_action_masks, variant_keys
+from sb3_ppo_variants.zoo.adapter import (
+    REGISTRY,
+    ZooConfigError,
+    algorithm_class,
+    register,
+    uses_action_masks,
+    variant_keys,
+)
 from sb3_ppo_variants.zoo.evaluation import MaskedEvalCallback, MaskedPredictor, MaskedTrialEvalCallback, check_action_masks
 from sb3_ppo_variants.zoo.exp_manager import (
     SCHEDULE_KEYS,
@@ -306,11 +313,9 @@ def masked_zoo_callbacks(algo: str) -> Iterator[None]:
 def train() -> None:
     """
     rl-zoo's ``train()`` (it parses ``sys.argv`` like ``python -m rl_zoo3.train``) with :class:`PPOVariantExperimentManager`
-    and the package's algorithms registered (:func:`sb3_ppo_variants.zoo.register`).
+    and the package's algorithms registered (:func:`~sb3_ppo_variants.zoo.adapter.register`).
     """
     import rl_zoo3.train
-
-    from sb3_ppo_variants.zoo import register
 
     register()
     # rl-zoo 2.9.2's train() builds ``ExperimentManager`` (the name it imports from rl_zoo3.exp_manager) inline and
