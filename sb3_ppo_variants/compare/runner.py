@@ -23,7 +23,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import sync_envs_normalization
 
 from sb3_ppo_variants.compare.hyperparams import zoo_entry
-from sb3_ppo_variants.compare.metrics import SCORE_EPISODES
+from sb3_ppo_variants.compare.metrics import SCORE_EPISODES, learning_curve, mean_of_last
 from sb3_ppo_variants.compare.specs import RunSpec
 from sb3_ppo_variants.update_stats import NonFiniteLossError
 from sb3_ppo_variants.zoo.evaluation import evaluate_policy
@@ -51,35 +51,6 @@ def _import_gym_packages(spec: RunSpec) -> None:
     """Register the run's envs in this process (a worker starts from a clean interpreter), as rl-zoo does."""
     for module in spec.gym_packages:
         importlib.import_module(module)
-
-
-def mean_of_last(returns: list[float], count: int = SCORE_EPISODES) -> float | None:
-    """Mean of the last ``count`` values (all of them if fewer), ``None`` if there are none."""
-    if not returns:
-        return None
-    return float(np.mean(returns[-count:]))
-
-
-def learning_curve(
-    end_steps: list[int], returns: list[float], timesteps: int, points: int, window: int = SCORE_EPISODES
-) -> dict[str, list[Any]]:
-    """
-    The learning curve at ``points`` evenly spaced budgets t_k = k·timesteps/points: at each, the mean return of the
-    last ``window`` episodes finished by t_k (``None`` before the first episode) and how many had finished.
-    The last point is the end of training, where the value is the run's score.
-
-    :param end_steps: timestep at which each episode finished, non-decreasing
-    :param returns: return of each episode
-    :param timesteps: the training budget (the number of steps actually done, which may be a little more)
-    :param points: number of points
-    :param window: episodes averaged at each point
-    """
-    checkpoints = [round(timesteps * k / points) for k in range(1, points + 1)]
-    # Episodes ending after the budget (the last rollout overshoots it) count at the last point.
-    finished = np.searchsorted(np.asarray(end_steps), checkpoints, side="right")
-    finished[-1] = len(returns)
-    values = [mean_of_last(returns[:count], window) for count in finished]
-    return {"timesteps": checkpoints, "mean_return": values, "episodes": [int(count) for count in finished]}
 
 
 class EpisodeRecorder(BaseCallback):
