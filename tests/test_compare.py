@@ -23,18 +23,25 @@ from sb3_ppo_variants import ObjectiveOutput, PolicyBatch, SurrogateObjective
 from sb3_ppo_variants.__main__ import main
 from sb3_ppo_variants.compare import storage
 from sb3_ppo_variants.compare.cli import config_from_args, make_parser
-from sb3_ppo_variants.compare.hyperparams import SHARED_KEYS, method_hyperparams, preprocess, zoo_tuned_entry
+from sb3_ppo_variants.compare.hyperparams import SHARED_KEYS, method_hyperparams, zoo_entry, zoo_tuned_entry
 from sb3_ppo_variants.compare.report import CSV_COLUMNS, write_report
 from sb3_ppo_variants.compare.runner import train_run
 from sb3_ppo_variants.compare.specs import Method, RunSpec, StudyError, parse_baselines, parse_method
 from sb3_ppo_variants.compare.study import StudyConfig, plan_study, random_scores
 from sb3_ppo_variants.objectives import OBJECTIVES
 from sb3_ppo_variants.zoo import DEFAULT_HYPERPARAMS_FILE
+from sb3_ppo_variants.zoo.experiment import experiment
 
 #: Small rollouts so that ~2k steps are 8 updates, and a large step size so that clipping acts (clip ≠ none).
 TINY_ENTRY = {"n_envs": 1, "n_steps": 256, "batch_size": 64, "n_epochs": 10, "learning_rate": 0.003}
 TINY_YAML = "CartPole-v1:\n  n_envs: 1\n  n_steps: 256\n  batch_size: 64\n  n_epochs: 10\n  learning_rate: 0.003\n"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def preprocess(spec: RunSpec) -> tuple:
+    """The run's rl-zoo experiment, its hyperparameters read and converted (the manager knows the env settings)."""
+    with experiment(spec.algo, spec.env_id, zoo_entry(spec), spec.seed) as manager:
+        return manager, manager.prepare(), manager.callbacks
 
 
 def tiny_args(hyperparams: Path, out: Path, *extra: str) -> list[str]:
@@ -513,6 +520,20 @@ def test_diverged_and_failed_runs(tmp_path, monkeypatch):
     with open(tmp_path / "runs.csv") as file:
         statuses = {row["method"]: row["status"] for row in csv.DictReader(file)}
     assert statuses == {"clip:0.2": "ok", "test_nan": "diverged", "none": "failed"}
+
+
+def test_interrupted_run_has_no_result():
+    """rl-zoo's ExperimentManager.learn returns normally on Ctrl-C: the run must not come back as finished."""
+    calls = []
+
+    def interrupt(run_id: str, timesteps: int) -> None:
+        calls.append(timesteps)
+        if len(calls) > 1:  # the first call is the start, outside training; the second, training's first step
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(_tiny_spec(parse_method("clip:0.2")), reporter=interrupt)
+    assert len(calls) == 2
 
 
 def test_console_script_is_installed():

@@ -10,11 +10,12 @@ from sb3_ppo_variants.compare.metrics import (
     aggregate_intervals,
     curve_band,
     family_ranking,
+    learning_curve,
+    mean_of_last,
     normalization_constants,
     normalized_score,
     summarize,
 )
-from sb3_ppo_variants.compare.runner import learning_curve, mean_of_last
 from sb3_ppo_variants.compare.specs import Method, RunSpec, StudyError, parse_baselines, parse_method
 
 

@@ -7,7 +7,7 @@ from conftest import run_zoo
 from sb3_ppo_variants.compare import RunSpec, train_run
 from sb3_ppo_variants.compare.hyperparams import method_hyperparams
 from sb3_ppo_variants.compare.specs import parse_baselines, parse_method
-from sb3_ppo_variants.zoo.adapter import ALGOS, variant_keys
+from sb3_ppo_variants.zoo.adapter import REGISTRY, variant_keys
 from sb3_ppo_variants.zoo.exp_manager import default_hyperparams_file
 
 #: (algo, env, extra rl-zoo arguments, tiny hyperparameters)
@@ -24,12 +24,12 @@ CASES = {
 
 def test_every_variant_is_registered_with_its_baselines_and_file():
     assert set(variant_keys()) == {"ppo_variant", *CASES}
-    assert ALGOS["ppo_mask_variant"].baselines == ("ppo_mask",)
-    assert ALGOS["ppo_lstm_variant"].baselines == ("ppo_lstm",)
+    assert REGISTRY["ppo_mask_variant"].baselines == ("ppo_mask",)
+    assert REGISTRY["ppo_lstm_variant"].baselines == ("ppo_lstm",)
     for key in variant_keys():
         entries = yaml.safe_load(default_hyperparams_file(key).read_text())
         assert all(entry.get("objective") == "clip" for entry in entries.values()), key
-        assert ALGOS[key].load().__name__ == ALGOS[key].title
+        assert REGISTRY[key].load().__name__ == REGISTRY[key].title
 
 
 @pytest.mark.slow

@@ -24,7 +24,8 @@ from sb3_ppo_variants.envs import IllegalActionError, StrictMaskEnv
 from sb3_ppo_variants.zoo import ZooConfigError, register
 from sb3_ppo_variants.zoo.__main__ import main
 from sb3_ppo_variants.zoo.adapter import algorithm_class, uses_action_masks
-from sb3_ppo_variants.zoo.evaluation import evaluate_policy, masked_play
+from sb3_ppo_variants.zoo.evaluation import evaluate_policy
+from sb3_ppo_variants.zoo.overrides import masked_play
 
 ENV_ID = "sb3_ppo_variants/StrictMask-v0"
 RUN_NAME = "sb3_ppo_variants-StrictMask-v0"  # rl-zoo's folder name for the id

@@ -14,7 +14,7 @@ from sb3_ppo_variants.compare.hyperparams import ZOO_PREFIX
 from sb3_ppo_variants.compare.report import print_tables, write_report
 from sb3_ppo_variants.compare.specs import StudyError, check_requirements
 from sb3_ppo_variants.compare.study import RANDOM_EPISODES, StudyConfig, default_workers, run_study
-from sb3_ppo_variants.zoo.adapter import ALGOS, ZooConfigError, evaluate_key_values, variant_keys
+from sb3_ppo_variants.zoo.adapter import REGISTRY, ZooConfigError, evaluate_key_values, variant_keys
 
 PRESETS_FILE = Path(__file__).with_name("presets.yml")
 
@@ -42,7 +42,7 @@ examples:
 """
 
 
-def _number(text: str) -> float:
+def parse_budget(text: str) -> float:
     """A budget such as 1e6 or 300000 (checked to be a positive whole number when the study is planned)."""
     try:
         return float(text)
@@ -74,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     grid.add_argument("--algo", default="ppo_variant", choices=variant_keys(), help="the variant compared (ppo_variant)")
     grid.add_argument("--objectives", nargs="+", metavar="SPEC", help="objective specs, e.g. clip:0.2 adaptive_kl:0.01 none")
     grid.add_argument("--seeds", type=int, metavar="N", help="number of seeds per env and method (seeds 0..N-1)")
-    grid.add_argument("--timesteps", type=_number, metavar="N", help="budget per run (default: the YAML's n_timesteps)")
+    grid.add_argument("--timesteps", type=parse_budget, metavar="N", help="budget per run (default: the YAML's n_timesteps)")
     grid.add_argument(
         "--hyperparams",
         metavar="FILE",
@@ -95,7 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="*",
         metavar="ALGO",
         help="add baseline rows on the same grid: for ppo_variant "
-        f"{', '.join(ALGOS['ppo_variant'].baselines)} (all of them if none is named)",
+        f"{', '.join(REGISTRY['ppo_variant'].baselines)} (all of them if none is named)",
     )
     execution = parser.add_argument_group("execution")
     execution.add_argument("--workers", type=int, default=default_workers(), help="local worker processes (default: cores)")

@@ -1,8 +1,8 @@
 """
-Where the runs execute: a local pool of worker processes (default) or tasks on a Ray cluster. Both hand out
-``concurrent.futures.Future`` objects (Ray's ``ObjectRef.future()``), so one loop, :func:`execute`, waits for the runs,
-yields each result to the driver as soon as it finishes (the driver writes the files: workers need no shared
-filesystem) and stops the runs in flight when interrupted.
+Where the runs execute: an :class:`Executor`, a local pool of worker processes (default) or tasks on a Ray cluster.
+Both hand out ``concurrent.futures.Future`` objects (Ray's ``ObjectRef.future()``), so one loop,
+:meth:`Executor.run`, waits for the runs, yields each result to the driver as soon as it finishes (the driver writes
+the files: workers need no shared filesystem) and stops the runs in flight when interrupted.
 
 Workers report live progress (timesteps done) through a queue: a multiprocessing queue locally, a
 ``ray.util.queue.Queue`` actor on Ray. Progress never affects results.
@@ -14,6 +14,7 @@ import queue as queue_module
 import signal
 import socket
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
@@ -50,6 +51,60 @@ def _task(spec: dict[str, Any], progress_queue: Any) -> dict[str, Any]:
     return train_run(spec, _QueueReporter(progress_queue))
 
 
+class Executor(ABC):
+    """
+    Where the runs of a study execute. :meth:`run` is the one loop; a backend says how to start, submit and stop.
+
+    :ivar queue: where workers put their ``(run_id, timesteps)`` progress messages (set by :meth:`start`)
+    """
+
+    queue: Any
+
+    @abstractmethod
+    def start(self, runs: int) -> None:
+        """Get ready for ``runs`` runs (workers, progress queue)."""
+
+    @abstractmethod
+    def submit(self, spec: RunSpec) -> Future:
+        """Start a run; its future's result is the run's result."""
+
+    @abstractmethod
+    def stop(self, interrupted: bool) -> None:
+        """Release the workers; ``interrupted``: stop the runs in flight now."""
+
+    def run(self, specs: list[RunSpec], progress: ProgressHandler) -> Iterator[tuple[RunSpec, dict[str, Any] | RunLost]]:
+        """
+        Run ``specs``; yield ``(spec, result)`` as each finishes, or ``(spec, RunLost)`` for a run whose worker died
+        (a run's own errors are results: see :func:`~sb3_ppo_variants.compare.runner.train_run`).
+        """
+        if not specs:
+            return
+        self.start(len(specs))
+        interrupted = True
+        try:
+            futures = {self.submit(spec): spec for spec in specs}
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=POLL_INTERVAL, return_when=FIRST_COMPLETED)
+                _drain(self.queue, progress)
+                for future in done:
+                    error = future.exception()
+                    outcome = future.result() if error is None else RunLost(f"{type(error).__name__}: {error}")
+                    yield futures[future], outcome
+            interrupted = False
+        finally:  # also when the consumer stops early (Ctrl-C)
+            self.stop(interrupted)
+
+
+def make_executor(workers: int, ray_address: str | None = None) -> Executor:
+    """The local pool of ``workers`` processes, or the Ray cluster at ``ray_address`` (connected now)."""
+    if ray_address is None:
+        return LocalPool(workers)
+    cluster = RayCluster(ray_address)
+    cluster.connect()
+    return cluster
+
+
 # ---------------------------------------------------------------------------------------------------- local pool
 _worker_queue: Any = None
 
@@ -74,7 +129,7 @@ def _pool_task(spec: dict[str, Any]) -> dict[str, Any]:
     return _task(spec, _worker_queue)
 
 
-class LocalPool:
+class LocalPool(Executor):
     """
     ``workers`` processes on this machine (``spawn``: each run starts from a clean interpreter, whatever the driver
     imported). A worker that dies loses its run (``BrokenProcessPool``), reported as :class:`RunLost`.
@@ -117,7 +172,7 @@ def _check_reachable(address: str) -> None:
         raise StudyError(f"--ray-address: nothing answers at {address!r} ({error}); is the Ray head running?") from None
 
 
-class RayCluster:
+class RayCluster(Executor):
     """
     Each run is a Ray task (1 CPU) on an existing Ray cluster; Ray retries a task whose worker or node died (runs are
     pure, so a retry is exact). If this process is already connected to Ray (``ray.init()``), that connection is used.
@@ -162,31 +217,6 @@ class RayCluster:
             if not future.done():
                 ray.cancel(reference, force=True)
         self.queue.shutdown()
-
-
-def execute(
-    backend: LocalPool | RayCluster, specs: list[RunSpec], progress: ProgressHandler
-) -> Iterator[tuple[RunSpec, dict[str, Any] | RunLost]]:
-    """
-    Run ``specs`` on ``backend``; yield ``(spec, result)`` as each finishes, or ``(spec, RunLost)`` for a run whose
-    worker died (a run's own errors are results: see :func:`~sb3_ppo_variants.compare.runner.train_run`).
-    """
-    if not specs:
-        return
-    backend.start(len(specs))
-    interrupted = True
-    try:
-        futures = {backend.submit(spec): spec for spec in specs}
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=POLL_INTERVAL, return_when=FIRST_COMPLETED)
-            _drain(backend.queue, progress)
-            for future in done:
-                error = future.exception()
-                yield futures[future], future.result() if error is None else RunLost(f"{type(error).__name__}: {error}")
-        interrupted = False
-    finally:  # also when the consumer stops early (Ctrl-C)
-        backend.stop(interrupted)
 
 
 def _drain(progress_queue: Any, progress: ProgressHandler) -> None:

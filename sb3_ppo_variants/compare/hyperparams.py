@@ -1,27 +1,20 @@
 """
-Hyperparameters from rl-zoo-style YAML files, and building the environments and the model of a run, through rl_zoo3's
-own code (``ExperimentManager``): the same lookup (env id, then ``default``), the same preprocessing (``lin_``
-schedules, ``normalize``, ``policy_kwargs`` strings, ``env_kwargs``, wrappers, frame stacking, callbacks) and the same
-environments (``make_vec_env`` with ``Monitor``, then ``VecNormalize``) as ``python -m rl_zoo3.train``. The manager is
-the zoo's :class:`~sb3_ppo_variants.zoo.exp_manager.PPOVariantExperimentManager`, so the study converts (``lin_``
-strings, ``kl_target`` included) and checks hyperparameters exactly as ``python -m sb3_ppo_variants.zoo train`` does.
-
-A run's hyperparameters stay in their YAML form (JSON-serialisable) until the worker converts them, so a run
-specification can be stored, hashed and sent to another machine.
+A run's hyperparameters, in rl-zoo's YAML form: read from an rl-zoo-style file (rl-zoo's lookup: env id, ``atari``,
+``default``), with the method's settings applied. They stay in that form (JSON-serialisable) until the run's rl-zoo
+experiment converts them (:mod:`sb3_ppo_variants.zoo.experiment`), so a run specification can be stored, hashed and
+sent to another machine, and the study converts (``lin_`` strings, ``kl_target`` included) and checks them exactly as
+``python -m sb3_ppo_variants.zoo train`` does.
 """
 
-import contextlib
 import copy
-import io
-import os
-from argparse import Namespace
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from sb3_ppo_variants.compare.specs import SPEC_PARAMETERS, Method, RunSpec, StudyError
+from sb3_ppo_variants.zoo.adapter import REGISTRY
+from sb3_ppo_variants.zoo.exp_manager import zoo_hyperparams_file
 
 #: Keys that describe the environment, the policy network and the problem (discount) rather than an algorithm's update
 #: rule. Baselines without tuned rl-zoo hyperparameters for an env inherit these from the study's entry.
@@ -35,23 +28,6 @@ VARIANT_ONLY_KEYS = ("objective", "kl_coef", "kl_target", "log_kl")
 ZOO_PREFIX = "rl_zoo3:"
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """rl_zoo3's ExperimentManager prints its settings; a study prints its own progress instead."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield
-
-
-def _manager(algo: str, env_id: str, seed: int = 0, config: str | None = None) -> Any:
-    from sb3_ppo_variants.zoo.exp_manager import PPOVariantExperimentManager
-
-    # Nothing is written: the log folder is only created by ExperimentManager.setup_experiment(), never called here.
-    with _quiet():
-        return PPOVariantExperimentManager(
-            Namespace(), algo, env_id, log_folder=os.devnull, seed=seed, verbose=0, config=config or os.devnull
-        )
-
-
 def resolve_hyperparams_file(value: str | Path | None) -> Path | None:
     """
     The YAML file of ``--hyperparams``: a path, or ``rl_zoo3:<algo>`` for the file shipped with the installed rl_zoo3
@@ -63,9 +39,7 @@ def resolve_hyperparams_file(value: str | Path | None) -> Path | None:
         return None
     text = str(value)
     if text.startswith(ZOO_PREFIX):
-        import rl_zoo3
-
-        path = Path(rl_zoo3.__file__).parent / "hyperparams" / f"{text.removeprefix(ZOO_PREFIX)}.yml"
+        path = zoo_hyperparams_file(text.removeprefix(ZOO_PREFIX))
     else:
         path = Path(text).expanduser()
     if not path.is_file():
@@ -91,20 +65,17 @@ def read_entry(path: Path | None, env_id: str) -> dict[str, Any]:
     """
     if path is None:
         return {}
-    manager = _manager("ppo_variant", env_id, config=str(path))
+    from sb3_ppo_variants.zoo.experiment import read_entry as read_zoo_entry
+
     try:
-        with _quiet():
-            hyperparams, _ = manager.read_hyperparameters()
+        return read_zoo_entry(path, env_id)
     except ValueError as error:
         raise StudyError(f"--hyperparams: no entry for {env_id!r} in {path} and no 'default' entry") from error
-    return copy.deepcopy(dict(hyperparams))
 
 
 def zoo_tuned_entry(algo: str, env_id: str) -> dict[str, Any] | None:
     """rl-zoo's tuned hyperparameters of ``algo`` for exactly ``env_id`` (not its ``default``), if it has some."""
-    import rl_zoo3
-
-    path = Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml"
+    path = zoo_hyperparams_file(algo)
     if not path.is_file():
         return None
     entries = yaml.safe_load(path.read_text())
@@ -133,9 +104,7 @@ def method_hyperparams(entry: dict[str, Any], method: Method, env_id: str, varia
         return hyperparams
     for key in VARIANT_ONLY_KEYS:
         hyperparams.pop(key, None)
-    from sb3_ppo_variants.zoo.adapter import ALGOS
-
-    if method.algo == ALGOS[variant].baselines[0]:
+    if method.algo == REGISTRY[variant].baselines[0]:
         return hyperparams
     tuned = zoo_tuned_entry(method.algo, env_id)
     if tuned is not None:
@@ -144,40 +113,24 @@ def method_hyperparams(entry: dict[str, Any], method: Method, env_id: str, varia
     return {key: hyperparams[key] for key in SHARED_KEYS if key in hyperparams}
 
 
-def preprocess(spec: RunSpec) -> tuple[Any, dict[str, Any], list[Any]]:
-    """
-    Convert and check a run's YAML-form hyperparameters with the zoo's ``_preprocess_hyperparams`` (rl-zoo's, plus
-    ``kl_target`` schedules and the check against the algorithm's constructor).
-
-    :return: the configured ExperimentManager (it knows the env settings), the model's keyword arguments (including
-        ``policy``) and the callbacks the YAML asks for
-    """
-    hyperparams = copy.deepcopy(spec.hyperparams)
-    hyperparams["n_timesteps"] = spec.timesteps
-    hyperparams.setdefault("policy", "MlpPolicy")
-    manager = _manager(spec.algo, spec.env_id, seed=spec.seed)
-    with _quiet():
-        hyperparams, env_wrapper, callbacks, vec_env_wrapper = manager._preprocess_hyperparams(hyperparams)
-    manager.env_wrapper, manager.vec_env_wrapper = env_wrapper, vec_env_wrapper
-    return manager, hyperparams, callbacks
+def zoo_entry(spec: RunSpec) -> dict[str, Any]:
+    """The run's entry of its rl-zoo hyperparameter file: its hyperparameters, budget and policy (``MlpPolicy``)."""
+    return {"policy": "MlpPolicy", **copy.deepcopy(spec.hyperparams), "n_timesteps": spec.timesteps}
 
 
 def check_hyperparams(spec: RunSpec) -> None:
     """
-    Check a run's hyperparameters without creating an environment or a network (see :func:`preprocess`).
+    Check a run's hyperparameters as its rl-zoo experiment reads them, without creating an environment or a network.
 
     :raises StudyError: naming the env, the method and the problem
     """
+    from sb3_ppo_variants.zoo.experiment import experiment
+
     try:
-        preprocess(spec)
+        with experiment(spec.algo, spec.env_id, zoo_entry(spec), spec.seed) as manager:
+            manager.prepare()
     except Exception as error:
         raise StudyError(
             f"--hyperparams/--params: the hyperparameters of {spec.method} on {spec.env_id} are not valid: "
             f"{type(error).__name__}: {error}"
         ) from error
-
-
-def make_envs(manager: Any, n_envs: int, evaluation: bool = False) -> Any:
-    """rl_zoo3's environments (Monitor first, so episode returns are the raw rewards) for a preprocessed manager."""
-    with _quiet():
-        return manager.create_envs(n_envs, eval_env=evaluation, no_log=True)

@@ -1,7 +1,7 @@
 """
 The paper's metrics and rliable's aggregates, as pure functions of the run results.
 
-- Score of a run: the mean return of its last 100 training episodes (computed by the runner).
+- Score of a run: the mean return of its last 100 training episodes (:func:`mean_of_last`), and its learning curve.
 - Normalisation, per env: (score − random) / (best − random), so a uniformly random policy scores 0 and the best result
   in the study scores 1. "Best result" is the highest single-run score on that env among the objective configurations
   of the study (the Table 1 rows); baselines are normalised with the same constants but do not set them, so adding
@@ -25,6 +25,35 @@ SCORE_EPISODES = 100
 SCORED_STATUSES = ("ok", "diverged")
 #: rliable aggregate metrics reported, in order.
 AGGREGATE_METRICS = ("IQM", "Mean", "Optimality gap")
+
+
+def mean_of_last(returns: list[float], count: int = SCORE_EPISODES) -> float | None:
+    """Mean of the last ``count`` values (all of them if fewer), ``None`` if there are none."""
+    if not returns:
+        return None
+    return float(np.mean(returns[-count:]))
+
+
+def learning_curve(
+    end_steps: list[int], returns: list[float], timesteps: int, points: int, window: int = SCORE_EPISODES
+) -> dict[str, list[Any]]:
+    """
+    The learning curve at ``points`` evenly spaced budgets t_k = k·timesteps/points: at each, the mean return of the
+    last ``window`` episodes finished by t_k (``None`` before the first episode) and how many had finished.
+    The last point is the end of training, where the value is the run's score.
+
+    :param end_steps: timestep at which each episode finished, non-decreasing
+    :param returns: return of each episode
+    :param timesteps: the training budget (the number of steps actually done, which may be a little more)
+    :param points: number of points
+    :param window: episodes averaged at each point
+    """
+    checkpoints = [round(timesteps * k / points) for k in range(1, points + 1)]
+    # Episodes ending after the budget (the last rollout overshoots it) count at the last point.
+    finished = np.searchsorted(np.asarray(end_steps), checkpoints, side="right")
+    finished[-1] = len(returns)
+    values = [mean_of_last(returns[:count], window) for count in finished]
+    return {"timesteps": checkpoints, "mean_return": values, "episodes": [int(count) for count in finished]}
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from sb3_ppo_variants.compare.specs import RunSpec
+from sb3_ppo_variants.compare.text import number
 
 
 def describe(spec: RunSpec) -> str:
     return f"{spec.env_id} {spec.method} seed {spec.seed}"
-
-
-def _number(value: Any) -> str:
-    return "n/a" if value is None else f"{value:.1f}"
 
 
 class GridProgress:
@@ -90,8 +87,8 @@ class GridProgress:
         """A run's result arrived (and was saved)."""
         status = result["status"]
         summary = (
-            f"score {_number(result.get('score'))} (last {result.get('score_episodes')} episodes), "
-            f"eval {_number(result.get('eval_mean'))}, {result.get('wall_time', 0):.0f} s"
+            f"score {number(result.get('score'), 1, 'n/a')} (last {result.get('score_episodes')} episodes), "
+            f"eval {number(result.get('eval_mean'), 1, 'n/a')}, {result.get('wall_time', 0):.0f} s"
         )
         if status == "failed":
             summary = escape(str(result.get("error", "")).splitlines()[0])

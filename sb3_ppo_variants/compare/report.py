@@ -10,6 +10,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from sb3_ppo_variants.compare.metrics import (
     summarize,
 )
 from sb3_ppo_variants.compare.specs import Method, StudyError, parse_method
+from sb3_ppo_variants.compare.text import episode_return, interval, mean_std, number, table
 
 PAPER_SCORES_FILE = Path(__file__).with_name("paper_scores.json")
 #: Columns of runs.csv.
@@ -57,37 +59,6 @@ def method_of(result: dict[str, Any]) -> Method:
         return parse_method(label, algo)
     except StudyError:
         return Method(label=label, algo=algo, objective=label.split(":")[0])
-
-
-def _number(value: float | None, digits: int = 2) -> str:
-    return "—" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
-
-
-def _return(value: float, scale: float | None = None) -> str:
-    """Returns of very different scales (Reacher −5, HalfCheetah 2000) with a precision that suits ``scale``."""
-    return f"{value:.{1 if abs(value if scale is None else scale) >= 100 else 2}f}"
-
-
-def _mean_std(values: Sequence[float]) -> str:
-    if not values:
-        return "—"
-    mean = float(np.mean(values))
-    if len(values) == 1:
-        return _return(mean)
-    std = float(np.std(values))
-    return f"{_return(mean, scale=max(abs(mean), std))} ± {_return(std, scale=max(abs(mean), std))}"
-
-
-def _interval(aggregate: tuple[float, float, float] | None) -> str:
-    if aggregate is None:
-        return "—"
-    point, low, high = aggregate
-    return f"{point:.2f} [{low:.2f}, {high:.2f}]"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def _csv(results: Sequence[dict[str, Any]], constants: dict[str, Normalization]) -> str:
@@ -118,17 +89,47 @@ def random_policy(out: Path) -> dict[str, dict[str, Any]]:
     return {measured["env_id"]: measured for measured in measurements}
 
 
-def write_report(out: Path, bootstrap_reps: int = 10_000, seed: int = 0) -> Path:
+@dataclass
+class ReportData:
     """
-    Rebuild every report file of the study folder from its result files and cached random-policy scores. An env without
-    a random-policy score is not normalised.
+    Everything the report shows, computed once from the study folder; the CSV, ``summary.json``, the plots and the
+    Markdown are each written from it.
+
+    :param out: study folder
+    :param results: run results, by run id
+    :param random: cached random-policy measurements by env id
+    :param constants: normalisation constants by env id
+    :param summaries: per-method summaries by label
+    :param methods: the methods, in the paper's row order
+    :param envs: env ids, sorted
+    :param aggregates: rliable's aggregates per method label and metric
+    :param published: the paper's numbers (:func:`paper_scores`)
+    :param history: the commands recorded in ``study.json``
+    :param figures: the written plots, relative to ``out``
+    """
+
+    out: Path
+    results: list[dict[str, Any]]
+    random: dict[str, dict[str, Any]]
+    constants: dict[str, Normalization]
+    summaries: dict[str, MethodSummary]
+    methods: list[Method]
+    envs: list[str]
+    aggregates: dict[str, dict[str, tuple[float, float, float]]]
+    published: dict[str, Any]
+    history: list[dict[str, Any]]
+    figures: list[str] = field(default_factory=list)
+
+
+def report_data(out: Path, bootstrap_reps: int = 10_000, seed: int = 0) -> ReportData:
+    """
+    The report's data from the result files and cached random-policy scores of ``out``. An env without a
+    random-policy score is not normalised.
 
     :param out: study folder
     :param bootstrap_reps: bootstrap resamples of the confidence intervals
     :param seed: bootstrap seed
-    :return: path of ``report.md``
     """
-    out = Path(out)
     results = sorted(storage.load_results(out), key=lambda result: result["run_id"])
     random = random_policy(out)
     constants = normalization_constants(results, {env_id: float(measured["mean"]) for env_id, measured in random.items()})
@@ -138,14 +139,26 @@ def write_report(out: Path, bootstrap_reps: int = 10_000, seed: int = 0) -> Path
     aggregates = aggregate_intervals(
         {method.label: summaries[method.label].matrix(envs) for method in methods}, reps=bootstrap_reps, seed=seed
     )
-    published = paper_scores()
+    study_file = out / storage.STUDY
+    history = storage.read_json(study_file)["commands"] if study_file.is_file() else []
+    return ReportData(out, results, random, constants, summaries, methods, envs, aggregates, paper_scores(), history)
 
-    atomic_write_text(out / "runs.csv", _csv(results, constants))
-    figures = _write_plots(out, results, envs, methods, summaries, aggregates, published, bootstrap_reps)
-    summary = _summary(envs, methods, summaries, constants, aggregates, published)
-    storage.write_json(out / "summary.json", summary)
-    markdown = _markdown(out, results, envs, methods, summaries, constants, aggregates, published, figures, random)
-    return atomic_write_text(out / "report.md", markdown)
+
+def write_report(out: Path, bootstrap_reps: int = 10_000, seed: int = 0) -> Path:
+    """
+    Rebuild every report file of the study folder (``runs.csv``, the plots, ``summary.json``, ``report.md``) from
+    :func:`report_data`.
+
+    :param out: study folder
+    :param bootstrap_reps: bootstrap resamples of the confidence intervals
+    :param seed: bootstrap seed
+    :return: path of ``report.md``
+    """
+    data = report_data(Path(out), bootstrap_reps, seed)
+    atomic_write_text(data.out / "runs.csv", _csv(data.results, data.constants))
+    data.figures = _write_plots(data, bootstrap_reps)
+    storage.write_json(data.out / "summary.json", _summary(data))
+    return atomic_write_text(data.out / "report.md", markdown(data))
 
 
 def print_tables(report: Path, console: Console) -> None:
@@ -163,24 +176,12 @@ def print_tables(report: Path, console: Console) -> None:
     console.print(Markdown(text[start : end if end >= 0 else len(text)]))
 
 
-def _write_plots(
-    out: Path,
-    results: Sequence[dict[str, Any]],
-    envs: Sequence[str],
-    methods: Sequence[Method],
-    summaries: dict[str, MethodSummary],
-    aggregates: dict[str, dict[str, tuple[float, float, float]]],
-    published: dict[str, Any],
-    reps: int,
-) -> list[str]:
-    """Write the PNGs; return their paths relative to ``out``."""
-    if not results:
-        return []
-    from sb3_ppo_variants.compare import plots  # matplotlib: imported when there is something to plot
-
-    colors = plots.method_colors(methods)
-    # A study folder may mix budgets on an env (e.g. a seed added later with another budget): plot the most common
-    # (budget, curve points) of each env, so every averaged curve shares its x values.
+def _learning_curves(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """
+    The scored runs' curves per env and method. A study folder may mix budgets on an env (e.g. a seed added later with
+    another budget): only the most common (budget, curve points) of each env, so every averaged curve shares its x
+    values.
+    """
     grids: dict[str, Counter] = {}
     for result in results:
         config = result["config"]
@@ -191,64 +192,69 @@ def _write_plots(
         shared_grid = grids[config["env_id"]].most_common(1)[0][0] == (config["timesteps"], config["curve_points"])
         if result.get("status") in ("ok", "diverged") and result.get("curve") and shared_grid:
             curves.setdefault(config["env_id"], {}).setdefault(config["method"], []).append(result["curve"])
+    return curves
+
+
+def _write_plots(data: ReportData, reps: int) -> list[str]:
+    """Write the PNGs; return their paths relative to ``data.out``."""
+    if not data.results:
+        return []
+    from sb3_ppo_variants.compare import plots  # matplotlib: imported when there is something to plot
+
+    colors = plots.method_colors(data.methods)
     # Fewer resamples for the many pointwise curve intervals than for the table's.
-    figures = plots.learning_curve_figures(envs, curves, methods, colors, reps=min(reps, 2000))
-    values: dict[str, float] = {}
-    for method, summary in summaries.items():
-        if summary.mean_normalized is not None:
-            values[method] = summary.mean_normalized
+    curves = _learning_curves(data.results)
+    figures = plots.learning_curve_figures(data.envs, curves, data.methods, colors, reps=min(reps, 2000))
+    means = {label: summary.mean_normalized for label, summary in data.summaries.items()}
+    values = {label: value for label, value in means.items() if value is not None}
     if values:
-        intervals = {method: (aggregate["Mean"][1], aggregate["Mean"][2]) for method, aggregate in aggregates.items()}
-        figures["normalized_scores"] = plots.normalized_score_figure(methods, values, intervals, published["table1"], colors)
-    if aggregates:
-        figures["aggregate_metrics"] = plots.aggregate_figure(aggregates, methods, colors)
-    written = []
+        intervals = {label: (aggregate["Mean"][1], aggregate["Mean"][2]) for label, aggregate in data.aggregates.items()}
+        table1 = data.published["table1"]
+        figures["normalized_scores"] = plots.normalized_score_figure(data.methods, values, intervals, table1, colors)
+    if data.aggregates:
+        figures["aggregate_metrics"] = plots.aggregate_figure(data.aggregates, data.methods, colors)
     # Overviews first, then one learning-curve figure per env.
     order = ["learning_curves", "normalized_scores", "aggregate_metrics"]
+    written = []
     for stem, figure in sorted(figures.items(), key=lambda item: [*order, item[0]].index(item[0])):
-        path = plots.save_figure(figure, out / storage.PLOTS / f"{stem}.png")
-        written.append(str(path.relative_to(out)))
+        path = plots.save_figure(figure, data.out / storage.PLOTS / f"{stem}.png")
+        written.append(str(path.relative_to(data.out)))
     return written
 
 
-def _summary(
-    envs: Sequence[str],
-    methods: Sequence[Method],
-    summaries: dict[str, MethodSummary],
-    constants: dict[str, Normalization],
-    aggregates: dict[str, dict[str, tuple[float, float, float]]],
-    published: dict[str, Any],
-) -> dict[str, Any]:
-    """The report's numbers in machine-readable form."""
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
 
-    def mean(values: list[float]) -> float | None:
-        return float(np.mean(values)) if values else None
 
-    rows = {}
-    for method in methods:
-        summary = summaries[method.label]
-        rows[method.label] = {
-            "title": method.title,
-            "algo": method.algo,
-            "mean_normalized_score": summary.mean_normalized,
-            "paper_table1": published["table1"].get(method.label),
-            "runs": summary.runs,
-            "scored_runs": len(summary.raw),
-            "failed": summary.failed,
-            "diverged": summary.diverged,
-            "aggregates": {name: list(values) for name, values in aggregates.get(method.label, {}).items()},
-            "envs": {
-                env_id: {
-                    "scores": summary.per_env(summary.raw, env_id),
-                    "normalized": summary.per_env(summary.normalized, env_id),
-                    "eval_returns": summary.per_env(summary.evaluation, env_id),
-                    "mean_score": mean(summary.per_env(summary.raw, env_id)),
-                    "mean_normalized": mean(summary.per_env(summary.normalized, env_id)),
-                    "mean_eval_return": mean(summary.per_env(summary.evaluation, env_id)),
-                }
-                for env_id in envs
-            },
-        }
+def _summary_row(data: ReportData, method: Method) -> dict[str, Any]:
+    """One method's numbers in ``summary.json``."""
+    summary = data.summaries[method.label]
+    return {
+        "title": method.title,
+        "algo": method.algo,
+        "mean_normalized_score": summary.mean_normalized,
+        "paper_table1": data.published["table1"].get(method.label),
+        "runs": summary.runs,
+        "scored_runs": len(summary.raw),
+        "failed": summary.failed,
+        "diverged": summary.diverged,
+        "aggregates": {name: list(values) for name, values in data.aggregates.get(method.label, {}).items()},
+        "envs": {
+            env_id: {
+                "scores": summary.per_env(summary.raw, env_id),
+                "normalized": summary.per_env(summary.normalized, env_id),
+                "eval_returns": summary.per_env(summary.evaluation, env_id),
+                "mean_score": _mean(summary.per_env(summary.raw, env_id)),
+                "mean_normalized": _mean(summary.per_env(summary.normalized, env_id)),
+                "mean_eval_return": _mean(summary.per_env(summary.evaluation, env_id)),
+            }
+            for env_id in data.envs
+        },
+    }
+
+
+def _summary(data: ReportData) -> dict[str, Any]:
+    """The report's numbers in machine-readable form (``summary.json``)."""
     return {
         "definitions": {
             "score": f"mean return of the last {SCORE_EPISODES} training episodes",
@@ -258,47 +264,61 @@ def _summary(
         },
         "normalization": {
             env_id: {"random": value.random, "best": value.best, "best_run": value.best_run, "valid": value.valid}
-            for env_id, value in constants.items()
+            for env_id, value in data.constants.items()
         },
-        "methods": rows,
+        "methods": {method.label: _summary_row(data, method) for method in data.methods},
     }
 
 
-def _markdown(
-    out: Path,
-    results: Sequence[dict[str, Any]],
-    envs: Sequence[str],
-    methods: Sequence[Method],
-    summaries: dict[str, MethodSummary],
-    constants: dict[str, Normalization],
-    aggregates: dict[str, dict[str, tuple[float, float, float]]],
-    published: dict[str, Any],
-    figures: Sequence[str],
-    random: dict[str, dict[str, Any]],
-) -> str:
-    study_file = out / storage.STUDY
-    history = storage.read_json(study_file)["commands"] if study_file.is_file() else []
-    # A resumed study repeats its command: show each distinct command once.
-    commands = list(dict.fromkeys(entry["command"] for entry in history))
-    files = list(dict.fromkeys(_display_path(entry["hyperparams"]) for entry in history))
-    lines = ["# Objective comparison study", ""]
-    if commands:
-        lines += ["Command" + ("s" if len(commands) > 1 else "") + ":", "", "```bash", *commands, "```", ""]
-        lines += ["Hyperparameters: " + ", ".join(files), ""]
-    if not results:
+def markdown(data: ReportData) -> str:
+    """``report.md``: the commands, Table 1 beside the paper's, the per-env tables, the plots and the notes."""
+    lines = ["# Objective comparison study", "", *_commands(data)]
+    if not data.results:
         return "\n".join([*lines, "No finished runs yet.", ""])
+    lines += [*_overview(data), *_table1(data), *_per_env(data)]
+    if data.figures:
+        lines += [PLOTS_HEADING, "", *(f"![{Path(figure).stem}]({figure})" for figure in data.figures), ""]
+    return "\n".join([*lines, *_notes(data)])
 
+
+def _commands(data: ReportData) -> list[str]:
+    """The distinct commands that ran the study (a resumed study repeats its command) and their files."""
+    commands = list(dict.fromkeys(entry["command"] for entry in data.history))
+    if not commands:
+        return []
+    files = list(dict.fromkeys(_display_path(entry["hyperparams"]) for entry in data.history))
+    return [
+        "Command" + ("s" if len(commands) > 1 else "") + ":",
+        "",
+        "```bash",
+        *commands,
+        "```",
+        "",
+        "Hyperparameters: " + ", ".join(files),
+        "",
+    ]
+
+
+def _overview(data: ReportData) -> list[str]:
+    """The grid, the statuses and the training time."""
+    results = data.results
     seeds = sorted({int(result["config"]["seed"]) for result in results})
     budgets = sorted({int(result["config"]["timesteps"]) for result in results})
     statuses = {status: sum(result["status"] == status for result in results) for status in ("ok", "diverged", "failed")}
     wall_time = sum(result.get("wall_time") or 0.0 for result in results)
-    lines += [
-        f"{len(results)} runs: {len(envs)} env(s) × {len(methods)} method(s) × {len(seeds)} seed(s), "
+    return [
+        f"{len(results)} runs: {len(data.envs)} env(s) × {len(data.methods)} method(s) × {len(seeds)} seed(s), "
         f"{' / '.join(f'{budget:,}' for budget in budgets)} steps per run; "
         f"{statuses['ok']} ok, {statuses['diverged']} diverged, {statuses['failed']} failed; "
         f"{wall_time / 3600:.2f} hours of training in total (sum of the runs' wall times, one core each). "
         f"Report written {time.strftime('%Y-%m-%d %H:%M')}.",
         "",
+    ]
+
+
+def _table1(data: ReportData) -> list[str]:
+    """Table 1: the mean normalised score of each method beside the paper's, rliable's aggregates, the ranking."""
+    lines = [
         TABLES_HEADING,
         "",
         f"Score of a run: mean return of its last {SCORE_EPISODES} training episodes. Per env, normalised so that a "
@@ -309,68 +329,68 @@ def _markdown(
         "",
     ]
     rows = []
-    for method in methods:
-        summary = summaries[method.label]
-        aggregate = aggregates.get(method.label, {})
-        runs = f"{len(summary.normalized)}/{summary.runs}"
+    for method in data.methods:
+        summary, aggregate = data.summaries[method.label], data.aggregates.get(method.label, {})
         rows.append(
             [
                 method.title,
                 f"`{method.label}`",
-                f"**{_number(summary.mean_normalized)}**",
-                _number(published["table1"].get(method.label)),
-                *(_interval(aggregate.get(name)) for name in AGGREGATE_METRICS),
-                runs,
+                f"**{number(summary.mean_normalized)}**",
+                number(data.published["table1"].get(method.label)),
+                *(interval(aggregate.get(name)) for name in AGGREGATE_METRICS),
+                f"{len(summary.normalized)}/{summary.runs}",
             ]
         )
     header = ["Method", "Spec", "Ours", "Paper", "IQM [95% CI]", "Mean [95% CI]", "Optimality gap [95% CI]", "Runs"]
-    lines += [*_table(header, rows), ""]
-    if any(method.is_baseline for method in methods):
+    lines += [*table(header, rows), ""]
+    if any(method.is_baseline for method in data.methods):
         lines += [
             "Baselines are normalised with the objectives' constants (they do not set the best result), so they can "
             "exceed 1.",
             "",
         ]
-    lines += _ranking_lines(summaries, methods)
+    return lines + _ranking_lines(data.summaries, data.methods)
 
-    figure3 = published["figure3_clip"]
-    lines += [
-        "## Per environment",
-        "",
-        f"Score (mean return of the last {SCORE_EPISODES} training episodes), mean ± std over seeds.",
-        "",
-    ]
 
-    def env_rows(values: str, cell: Any) -> list[list[str]]:
-        """One row per method: ``cell`` of the method's ``values`` (raw, normalized, evaluation) on each env."""
-        summary = {method.label: summaries[method.label] for method in methods}
-        return [
-            [f"`{label}`", *(cell(summary[label].per_env(getattr(summary[label], values), env)) for env in envs)]
-            for label in summary
-        ]
+def _env_rows(data: ReportData, values: str, cell: Any) -> list[list[str]]:
+    """One row per method: ``cell`` of the method's ``values`` (raw, normalized, evaluation) on each env."""
+    rows = []
+    for method in data.methods:
+        summary = data.summaries[method.label]
+        rows.append([f"`{method.label}`", *(cell(summary.per_env(getattr(summary, values), env)) for env in data.envs)])
+    return rows
 
-    scores = env_rows("raw", _mean_std)
-    scores.append(["random policy (= 0)", *(_return(constants[env].random) if env in constants else "—" for env in envs)])
-    scores.append(["best run (= 1)", *(_return(constants[env].best) if env in constants else "—" for env in envs)])
+
+def _per_env(data: ReportData) -> list[str]:
+    """Per env: the scores (with the normalisation constants and the paper's Figure 3), normalised, evaluation."""
+    envs, constants, figure3 = data.envs, data.constants, data.published["figure3_clip"]
+    scores = _env_rows(data, "raw", mean_std)
+    scores.append(
+        ["random policy (= 0)", *(episode_return(constants[env].random) if env in constants else "—" for env in envs)]
+    )
+    scores.append(["best run (= 1)", *(episode_return(constants[env].best) if env in constants else "—" for env in envs)])
     if any(env.split("-v")[0] in figure3 for env in envs):
         scores.append(
             ["paper Fig. 3, clip, 1M steps (≈, v1 tasks)", *(str(figure3.get(env.split("-v")[0], "—")) for env in envs)]
         )
-    lines += [*_table(["Method", *envs], scores), "", "Normalised score, mean over seeds.", ""]
-    lines += [*_table(["Method", *envs], env_rows("normalized", lambda values: _number(_mean(values)))), ""]
-    lines += [
+    header = ["Method", *envs]
+    return [
+        "## Per environment",
+        "",
+        f"Score (mean return of the last {SCORE_EPISODES} training episodes), mean ± std over seeds.",
+        "",
+        *table(header, scores),
+        "",
+        "Normalised score, mean over seeds.",
+        "",
+        *table(header, _env_rows(data, "normalized", lambda values: number(_mean(values)))),
+        "",
         "Final deterministic evaluation: mean return of the evaluation episodes after training (with the observation "
         "normalisation, if any, frozen), mean ± std over seeds.",
         "",
-        *_table(["Method", *envs], env_rows("evaluation", _mean_std)),
+        *table(header, _env_rows(data, "evaluation", mean_std)),
         "",
     ]
-
-    if figures:
-        lines += [PLOTS_HEADING, ""]
-        lines += [f"![{Path(figure).stem}]({figure})" for figure in figures] + [""]
-    lines += _notes(results, summaries, methods, constants, random)
-    return "\n".join(lines)
 
 
 def _display_path(path: str | None) -> str:
@@ -386,10 +406,6 @@ def _display_path(path: str | None) -> str:
         if Path(path).is_relative_to(folder):
             return f"`{Path(path).relative_to(folder.parent)}` (installed {package.__name__} {package.__version__})"
     return f"`{path}`"
-
-
-def _mean(values: list[float]) -> float | None:
-    return float(np.mean(values)) if values else None
 
 
 def _ranking_lines(summaries: dict[str, MethodSummary], methods: Sequence[Method]) -> list[str]:
@@ -414,13 +430,9 @@ def _ranking_lines(summaries: dict[str, MethodSummary], methods: Sequence[Method
     return [*lines, ""]
 
 
-def _notes(
-    results: Sequence[dict[str, Any]],
-    summaries: dict[str, MethodSummary],
-    methods: Sequence[Method],
-    constants: dict[str, Normalization],
-    random: dict[str, dict[str, Any]],
-) -> list[str]:
+def _notes(data: ReportData) -> list[str]:
+    """Unnormalised envs, diverged, failed and short runs, where the numbers come from, the hyperparameters."""
+    results, summaries, constants, random = data.results, data.summaries, data.constants, data.random
     lines = ["## Notes", ""]
     invalid = [env for env, value in constants.items() if not value.valid]
     if invalid:
@@ -429,7 +441,7 @@ def _notes(
     if unmeasured:
         lines += [f"- No random-policy score for {', '.join(unmeasured)} (rerun the study command): not normalised.", ""]
     episodes = " / ".join(str(count) for count in sorted({int(measured["episodes"]) for measured in random.values()}))
-    for method in methods:
+    for method in data.methods:
         summary = summaries[method.label]
         if summary.diverged:
             lines.append(

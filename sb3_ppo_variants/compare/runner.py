@@ -2,6 +2,10 @@
 One training run of the study, and the random-policy reference score. Both are pure functions of their inputs (the
 run's :class:`~sb3_ppo_variants.compare.specs.RunSpec`, or env settings and a seed) and return plain JSON-serialisable
 dicts, so they run the same in a local worker process or as a Ray task on another machine.
+
+A training run is one rl-zoo experiment (:func:`sb3_ppo_variants.zoo.experiment.experiment`): ``setup_experiment()``
+builds its envs and model from the run's hyperparameters, ``learn()`` trains it with the episode recorder among its
+callbacks, and its ``create_envs()`` gives the evaluation env.
 """
 
 import importlib
@@ -18,12 +22,12 @@ import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import sync_envs_normalization
 
-from sb3_ppo_variants.compare.hyperparams import make_envs, preprocess
-from sb3_ppo_variants.compare.metrics import SCORE_EPISODES
+from sb3_ppo_variants.compare.hyperparams import zoo_entry
+from sb3_ppo_variants.compare.metrics import SCORE_EPISODES, learning_curve, mean_of_last
 from sb3_ppo_variants.compare.specs import RunSpec
 from sb3_ppo_variants.update_stats import NonFiniteLossError
-from sb3_ppo_variants.zoo.adapter import algorithm_class
 from sb3_ppo_variants.zoo.evaluation import evaluate_policy
+from sb3_ppo_variants.zoo.experiment import experiment
 
 #: Result format version, stored in every result file.
 RESULT_SCHEMA = 1
@@ -47,35 +51,6 @@ def _import_gym_packages(spec: RunSpec) -> None:
     """Register the run's envs in this process (a worker starts from a clean interpreter), as rl-zoo does."""
     for module in spec.gym_packages:
         importlib.import_module(module)
-
-
-def mean_of_last(returns: list[float], count: int = SCORE_EPISODES) -> float | None:
-    """Mean of the last ``count`` values (all of them if fewer), ``None`` if there are none."""
-    if not returns:
-        return None
-    return float(np.mean(returns[-count:]))
-
-
-def learning_curve(
-    end_steps: list[int], returns: list[float], timesteps: int, points: int, window: int = SCORE_EPISODES
-) -> dict[str, list[Any]]:
-    """
-    The learning curve at ``points`` evenly spaced budgets t_k = k·timesteps/points: at each, the mean return of the
-    last ``window`` episodes finished by t_k (``None`` before the first episode) and how many had finished.
-    The last point is the end of training, where the value is the run's score.
-
-    :param end_steps: timestep at which each episode finished, non-decreasing
-    :param returns: return of each episode
-    :param timesteps: the training budget (the number of steps actually done, which may be a little more)
-    :param points: number of points
-    :param window: episodes averaged at each point
-    """
-    checkpoints = [round(timesteps * k / points) for k in range(1, points + 1)]
-    # Episodes ending after the budget (the last rollout overshoots it) count at the last point.
-    finished = np.searchsorted(np.asarray(end_steps), checkpoints, side="right")
-    finished[-1] = len(returns)
-    values = [mean_of_last(returns[:count], window) for count in finished]
-    return {"timesteps": checkpoints, "mean_return": values, "episodes": [int(count) for count in finished]}
 
 
 class EpisodeRecorder(BaseCallback):
@@ -131,17 +106,20 @@ def train_run(spec: RunSpec | dict[str, Any], reporter: Reporter | None = None) 
     if reporter is not None:
         reporter(spec.run_id, 0)
     recorder = EpisodeRecorder(spec.run_id, reporter)
-    model = env = eval_env = None
+    model: Any = None
+    eval_env = None
     try:
         _import_gym_packages(spec)
-        manager, hyperparams, callbacks = preprocess(spec)
-        env = make_envs(manager, manager.n_envs)
-        eval_env = make_envs(manager, 1, evaluation=True)
-        model = algorithm_class(spec.algo)(env=env, seed=spec.seed, verbose=0, device="cpu", **hyperparams)
-        try:
-            model.learn(spec.timesteps, callback=[recorder, *callbacks])
-        except NonFiniteLossError as error:
-            result.update(status="diverged", error=str(error))
+        with experiment(spec.algo, spec.env_id, zoo_entry(spec), spec.seed, spec.timesteps) as manager:
+            model, _ = manager.setup_experiment()  # type: ignore[misc]  # None only with -optimize
+            manager.callbacks.insert(0, recorder)
+            try:
+                manager.learn(model)  # closes the training env
+            except NonFiniteLossError as error:
+                result.update(status="diverged", error=str(error))
+            if manager.interrupted:  # rl-zoo's learn() returns normally on Ctrl-C: this run has no result
+                raise KeyboardInterrupt
+            eval_env = manager.create_envs(1, eval_env=True)
         # Evaluate with the training env's observation statistics, frozen (as rl-zoo's EvalCallback does), and a
         # maskable algorithm with the env's masks.
         sync_envs_normalization(model.get_env(), eval_env)
@@ -153,9 +131,8 @@ def train_run(spec: RunSpec | dict[str, Any], reporter: Reporter | None = None) 
         result.update(status="failed", error=f"{type(error).__name__}: {error}\n{traceback.format_exc()}")
         eval_returns, eval_lengths = [], []
     finally:
-        for vec_env in (env, eval_env):
-            if vec_env is not None:
-                vec_env.close()
+        if eval_env is not None:
+            eval_env.close()
     wall_time = time.perf_counter() - start
     num_timesteps = int(model.num_timesteps) if model is not None else 0
     score = mean_of_last(recorder.returns)
@@ -192,8 +169,9 @@ def measure_random_policy(spec: RunSpec, episodes: int = 100, max_steps: int = 1
     :return: ``{"mean", "std", "episodes", "returns", "seed", "versions"}``
     """
     _import_gym_packages(spec)
-    manager, _, _ = preprocess(spec)
-    env = make_envs(manager, 1, evaluation=True)
+    with experiment(spec.algo, spec.env_id, zoo_entry(spec), spec.seed) as manager:
+        manager.prepare()
+        env = manager.create_envs(1, eval_env=True)
     env.action_space.seed(spec.seed)
     returns: list[float] = []
     steps = 0

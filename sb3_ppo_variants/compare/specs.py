@@ -84,9 +84,9 @@ class Method:
     def title(self) -> str:
         """Paper-style row title, e.g. ``Clipping, ε = 0.2``."""
         if self.objective is None:
-            from sb3_ppo_variants.zoo.adapter import ALGOS
+            from sb3_ppo_variants.zoo.adapter import REGISTRY
 
-            return ALGOS[self.label].title if self.label in ALGOS else self.label
+            return REGISTRY[self.label].title if self.label in REGISTRY else self.label
         title = PAPER_TITLES.get(self.objective, self.objective)
         if self.value is None or self.objective not in SPEC_PARAMETERS:
             return title
@@ -97,12 +97,12 @@ class Method:
         """The paper's row order (none, clip, adaptive KL, fixed KL, other objectives), then the baselines."""
         families = ["none", "clip", "adaptive_kl", "fixed_kl"]
         if self.is_baseline:
-            from sb3_ppo_variants.zoo.adapter import ALGOS
+            from sb3_ppo_variants.zoo.adapter import REGISTRY
 
             return (
                 len(families) + 1,
                 "",
-                float(list(ALGOS).index(self.label) if self.label in ALGOS else len(ALGOS)),
+                float(list(REGISTRY).index(self.label) if self.label in REGISTRY else len(REGISTRY)),
                 self.label,
             )
         rank = families.index(self.family) if self.family in families else len(families)
@@ -158,9 +158,9 @@ def parse_baselines(names: list[str], algo: str = "ppo_variant") -> list[Method]
 
     :raises StudyError: a name that is not one of them
     """
-    from sb3_ppo_variants.zoo.adapter import ALGOS
+    from sb3_ppo_variants.zoo.adapter import REGISTRY
 
-    accepted = ALGOS[algo].baselines
+    accepted = REGISTRY[algo].baselines
     for name in names:
         if name not in accepted:
             raise StudyError(f"--baselines: unknown baseline {name!r} for --algo {algo}; choose from {', '.join(accepted)}")

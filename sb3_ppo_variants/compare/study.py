@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 
 from sb3_ppo_variants.compare import storage
-from sb3_ppo_variants.compare.execution import LocalPool, RayCluster, RunLost, execute
+from sb3_ppo_variants.compare.execution import RunLost, make_executor
 from sb3_ppo_variants.compare.hyperparams import check_hyperparams, method_hyperparams, read_entry, resolve_hyperparams_file
 from sb3_ppo_variants.compare.progress import GridProgress
 from sb3_ppo_variants.compare.report import print_tables, write_report
@@ -287,16 +287,13 @@ def run_study(config: StudyConfig, console: Console | None = None) -> int:
     plan = plan_study(config)
     storage.check_writable(config.out)
     todo = pending_runs(config, plan.specs)
-    backend: LocalPool | RayCluster = LocalPool(config.workers)
-    if config.ray_address is not None:
-        backend = RayCluster(config.ray_address)
-        backend.connect()
+    executor = make_executor(config.workers, config.ray_address)
     _record_command(config, plan)
     random_scores(config.out, plan.entries, config.random_episodes, console, plan.gym_packages, config.algo)
 
     lost = 0
     with GridProgress(todo, skipped=len(plan.specs) - len(todo), console=console) as progress:
-        for spec, outcome in execute(backend, todo, progress.update):
+        for spec, outcome in executor.run(todo, progress.update):
             if isinstance(outcome, RunLost):
                 lost += 1
                 progress.lost(spec, outcome)

@@ -9,57 +9,25 @@ own script:
 
 .. code-block:: python
 
-    from sb3_ppo_variants.zoo import register
-
-    register()
-    from rl_zoo3.train import train
+    from sb3_ppo_variants.zoo import train
 
     train()  # parses sys.argv like `python -m rl_zoo3.train`, with --algo ppo_variant available
+
+Where rl-zoo has no public hook, the package overrides it in one module, :mod:`sb3_ppo_variants.zoo.overrides`.
 """
 
 try:
-    from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER, convert_onpolicy_params
-    from rl_zoo3.utils import ALGOS
+    import optuna  # noqa: F401 (rl-zoo's tuning)
+    import rl_zoo3.utils  # noqa: F401
 except ImportError as error:  # pragma: no cover (the zoo extra is installed for the tests)
     raise ImportError(
         f"sb3_ppo_variants.zoo needs rl-baselines3-zoo and optuna ({error}): pip install 'sb3-ppo-variants[zoo]'"
     ) from error
 
-from sb3_ppo_variants.zoo.adapter import ALGOS as VARIANT_ALGOS
-from sb3_ppo_variants.zoo.adapter import Algo, ZooConfigError, import_path, register_algo
-from sb3_ppo_variants.zoo.exp_manager import (
-    ALGO,
-    DEFAULT_HYPERPARAMS_FILE,
-    PPOVariantExperimentManager,
-    accepted_hyperparameters,
-)
+from sb3_ppo_variants.zoo.adapter import Algo, ZooConfigError, register, register_algo
+from sb3_ppo_variants.zoo.exp_manager import ALGO, DEFAULT_HYPERPARAMS_FILE, accepted_hyperparameters
+from sb3_ppo_variants.zoo.overrides import PPOVariantExperimentManager, train
 from sb3_ppo_variants.zoo.sampler import sample_ppo_variant_params
-
-
-def register() -> None:
-    """
-    Make ``ppo_variant`` (and every algorithm registered with :func:`register_algo`) an rl-zoo algorithm in this
-    process (idempotent):
-
-    - ``rl_zoo3.utils.ALGOS["ppo_variant"] = PPOVariant`` (``--algo`` choices, ``enjoy``'s loading);
-    - for algorithms with a sampler (the variants, ``ppo_mask``), ``HYPERPARAMS_SAMPLER[key]`` (``-optimize``) and
-      ``HYPERPARAMS_CONVERTER[key]`` (``--trial-id``: rl-zoo's on-policy converter, the objective's parameters pass
-      through unchanged);
-    - rl-zoo's ``train`` uses :class:`PPOVariantExperimentManager`, rl-zoo's manager with the shipped default
-      hyperparameter file, ``kl_target`` schedules, early checks and masked evaluation for maskable algorithms.
-
-    ``enjoy`` and ``record-video`` of the entry point also play maskable algorithms with the env's masks
-    (:func:`sb3_ppo_variants.zoo.evaluation.masked_play`).
-    """
-    import rl_zoo3.train
-
-    for key, algo in VARIANT_ALGOS.items():
-        ALGOS.setdefault(key, algo.load())
-        if algo.sampler is not None:
-            HYPERPARAMS_SAMPLER[key] = import_path(algo.sampler)
-            HYPERPARAMS_CONVERTER[key] = convert_onpolicy_params
-    rl_zoo3.train.ExperimentManager = PPOVariantExperimentManager  # type: ignore[misc]
-
 
 __all__ = [
     "ALGO",
@@ -71,4 +39,5 @@ __all__ = [
     "register",
     "register_algo",
     "sample_ppo_variant_params",
+    "train",
 ]

@@ -39,7 +39,8 @@ def _record_video() -> None:
 
 def _commands() -> dict[str, Callable[[], None]]:
     from rl_zoo3.enjoy import enjoy
-    from rl_zoo3.train import train
+
+    from sb3_ppo_variants.zoo.overrides import train
 
     return {"train": train, "enjoy": enjoy, "record-video": _record_video}
 
@@ -122,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2)
 
     from sb3_ppo_variants.zoo import ZooConfigError, register
-    from sb3_ppo_variants.zoo.evaluation import masked_play
+    from sb3_ppo_variants.zoo.overrides import masked_play
 
     register()
     saved_argv = sys.argv

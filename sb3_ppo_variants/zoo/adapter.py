@@ -2,12 +2,13 @@
 The one rl-baselines3-zoo adapter of the package, shared by ``zoo/`` (train, enjoy, tuning) and ``compare/``:
 
 - the algorithm registry: rl-zoo keys → classes, and for each variant of this package the baselines that
-  ``compare --baselines`` adds (one :func:`register_algo` call per algorithm);
+  ``compare --baselines`` adds (one :func:`register_algo` call per algorithm), and :func:`register`, which puts them
+  into rl-zoo's own registries;
 - the env id check, after importing ``--gym-packages`` (and the module of gymnasium's ``module:EnvId`` form);
 - rl-zoo's ``key:value`` options (``--hyperparams``, ``--env-kwargs``), evaluated as rl-zoo's ``StoreDict`` does.
 
 The hyperparameter check and the conversion of ``lin_`` schedule strings (``kl_target`` included) are done by
-:class:`~sb3_ppo_variants.zoo.exp_manager.PPOVariantExperimentManager`, which both ``zoo`` and ``compare`` use.
+:class:`~sb3_ppo_variants.zoo.overrides.PPOVariantExperimentManager`, which both ``zoo`` and ``compare`` use.
 """
 
 import difflib
@@ -55,13 +56,13 @@ def import_path(path: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-#: Registered algorithms by rl-zoo key.
-ALGOS: dict[str, Algo] = {}
+#: The package's algorithm registry (rl-zoo key → :class:`Algo`); rl-zoo's own is ``rl_zoo3.utils.ALGOS`` (key → class).
+REGISTRY: dict[str, Algo] = {}
 
 
 def register_algo(algo: Algo) -> None:
     """Make ``algo`` known to ``zoo.register()`` (rl-zoo's ``--algo``) and ``compare`` (``--algo``, ``--baselines``)."""
-    ALGOS[algo.key] = algo
+    REGISTRY[algo.key] = algo
 
 
 register_algo(
@@ -124,21 +125,44 @@ register_algo(Algo("ppo_lstm", "sb3_contrib:RecurrentPPO", "RecurrentPPO (sb3-co
 
 def variant_keys() -> list[str]:
     """Keys of the registered variants (``compare --algo`` choices)."""
-    return [key for key, algo in ALGOS.items() if algo.variant]
+    return [key for key, algo in REGISTRY.items() if algo.variant]
 
 
 def uses_action_masks(key: str) -> bool:
     """Whether the algorithm of an rl-zoo key plays with the env's action masks (its registry entry's ``maskable``)."""
-    return key in ALGOS and ALGOS[key].maskable
+    return key in REGISTRY and REGISTRY[key].maskable
 
 
 def algorithm_class(key: str) -> type:
     """The class of an algorithm key: a registered one, else one of rl_zoo3's ``ALGOS``."""
-    if key in ALGOS:
-        return ALGOS[key].load()
-    from rl_zoo3.utils import ALGOS as ZOO_ALGOS
+    if key in REGISTRY:
+        return REGISTRY[key].load()
+    import rl_zoo3.utils
 
-    return ZOO_ALGOS[key]
+    return rl_zoo3.utils.ALGOS[key]
+
+
+def register() -> None:
+    """
+    Make ``ppo_variant`` (and every algorithm registered with :func:`register_algo`) an rl-zoo algorithm in this
+    process (idempotent), through rl-zoo's registries:
+
+    - ``rl_zoo3.utils.ALGOS["ppo_variant"] = PPOVariant`` (``--algo`` choices, ``enjoy``'s loading);
+    - for algorithms with a sampler (the variants, ``ppo_mask``), ``HYPERPARAMS_SAMPLER[key]`` (``-optimize``) and
+      ``HYPERPARAMS_CONVERTER[key]`` (``--trial-id``: rl-zoo's on-policy converter, the objective's parameters pass
+      through unchanged).
+
+    :func:`train` also runs rl-zoo's ``train`` with :class:`PPOVariantExperimentManager` (the shipped default
+    hyperparameter file, ``kl_target`` schedules, early checks and masked evaluation for maskable algorithms).
+    """
+    import rl_zoo3.utils
+    from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER, convert_onpolicy_params
+
+    for key, algo in REGISTRY.items():
+        rl_zoo3.utils.ALGOS.setdefault(key, algo.load())
+        if algo.sampler is not None:
+            HYPERPARAMS_SAMPLER[key] = import_path(algo.sampler)
+            HYPERPARAMS_CONVERTER[key] = convert_onpolicy_params
 
 
 def check_env_id(env_id: str, gym_packages: Iterable[str] = (), flag: str = "--env") -> str:

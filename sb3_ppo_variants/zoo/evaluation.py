@@ -8,13 +8,9 @@ Whether a model uses action masks is decided by its algorithm (the registry entr
 ``MaskableEvalCallback``), through a :class:`MaskedPredictor` that also carries the LSTM state of recurrent models.
 """
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-import rl_zoo3.exp_manager
-import rl_zoo3.utils
 from rl_zoo3.callbacks import TrialEvalCallback
 from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
 from sb3_contrib.common.maskable.evaluation import evaluate_policy as evaluate_masked_policy
@@ -22,7 +18,7 @@ from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_suppo
 from stable_baselines3.common.evaluation import evaluate_policy as evaluate_unmasked_policy
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_ppo_variants.zoo.adapter import ZooConfigError, algorithm_class, uses_action_masks
+from sb3_ppo_variants.zoo.adapter import ZooConfigError, uses_action_masks
 
 
 class MaskedPredictor:
@@ -120,74 +116,3 @@ class MaskedEvalCallback(MaskableEvalCallback):
 
 class MaskedTrialEvalCallback(TrialEvalCallback, MaskedEvalCallback):
     """rl-zoo's ``TrialEvalCallback`` (same arguments: reports and prunes the trial) evaluating with the env's masks."""
-
-
-@contextmanager
-def replaced(module: Any, name: str, value: Any) -> Iterator[None]:
-    """``module.name`` is ``value`` inside the block (restored afterwards)."""
-    saved = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, saved)
-
-
-@contextmanager
-def masked_play(algo: str) -> Iterator[None]:
-    """
-    Inside the block, rl-zoo's ``enjoy`` and ``record_video`` play a model of ``algo`` with the env's masks at every
-    step (for an algorithm that uses them; otherwise nothing changes). Both scripts load the model with
-    ``ALGOS[algo].load(...)`` and call ``model.predict(obs, state=..., episode_start=..., deterministic=...)``; the
-    loaded model is wrapped in a :class:`MaskedPredictor` reading the env's masks. ``record_video`` passes the env to
-    ``load``; ``enjoy`` does not, so its env is taken from its ``create_test_env`` call.
-    """
-    if not uses_action_masks(algo):
-        yield
-        return
-    import rl_zoo3.enjoy
-
-    algorithm: Any = algorithm_class(algo)
-    test_envs: list[VecEnv] = []
-
-    def create_test_env(*args: Any, **kwargs: Any) -> VecEnv:
-        env = rl_zoo3.utils.create_test_env(*args, **kwargs)
-        test_envs.append(env)
-        return env
-
-    class MaskedLoader:
-        """``ALGOS[algo]`` for ``enjoy`` and ``record_video``: only ``load`` is used there."""
-
-        @staticmethod
-        def load(*args: Any, env: VecEnv | None = None, **kwargs: Any) -> MaskedPredictor:
-            played_env = env if env is not None else test_envs[-1]
-            check_action_masks(algo, played_env, "test")
-            return MaskedPredictor(algorithm.load(*args, env=env, **kwargs), played_env)
-
-    # rl_zoo3.enjoy.create_test_env is the name enjoy() calls (imported from rl_zoo3.utils by rl_zoo3/enjoy.py, rl-zoo
-    # 2.9.2); it is not part of rl-zoo's documented API, but it is the only way to learn which env enjoy plays in.
-    with replaced(rl_zoo3.enjoy, "create_test_env", create_test_env):
-        saved = rl_zoo3.utils.ALGOS[algo]
-        rl_zoo3.utils.ALGOS[algo] = MaskedLoader  # type: ignore[assignment]
-        try:
-            yield
-        finally:
-            rl_zoo3.utils.ALGOS[algo] = saved
-
-
-@contextmanager
-def masked_zoo_callbacks(algo: str) -> Iterator[None]:
-    """
-    Inside the block, the evaluation callbacks rl-zoo's ``ExperimentManager`` creates (``EvalCallback`` in
-    ``create_callbacks``, ``TrialEvalCallback`` in ``objective``) evaluate with the env's masks, for an algorithm that
-    uses them.
-    """
-    if not uses_action_masks(algo):
-        yield
-        return
-    # Module attributes of rl_zoo3/exp_manager.py (rl-zoo 2.9.2), which imports both callback classes by name and
-    # builds them inside create_callbacks() and objective(): replacing them there is the narrow way to change the class
-    # without copying those methods. The replacements take the same arguments.
-    with replaced(rl_zoo3.exp_manager, "EvalCallback", MaskedEvalCallback):
-        with replaced(rl_zoo3.exp_manager, "TrialEvalCallback", MaskedTrialEvalCallback):
-            yield
