@@ -133,11 +133,17 @@ def train_run(spec: RunSpec | dict[str, Any], reporter: Reporter | None = None) 
     finally:
         if eval_env is not None:
             eval_env.close()
-    wall_time = time.perf_counter() - start
+    result.update(_measurements(spec, model, recorder, eval_returns, eval_lengths, time.perf_counter() - start))
+    return result
+
+
+def _measurements(
+    spec: RunSpec, model: Any, recorder: EpisodeRecorder, eval_returns: list, eval_lengths: list, wall_time: float
+) -> dict[str, Any]:
+    """A finished (or failed) run's result fields: score, curve, evaluation, β, speed, host and versions."""
     num_timesteps = int(model.num_timesteps) if model is not None else 0
-    score = mean_of_last(recorder.returns)
-    result.update(
-        score=score,
+    return dict(
+        score=mean_of_last(recorder.returns),
         score_episodes=min(len(recorder.returns), SCORE_EPISODES),
         episodes=len(recorder.returns),
         last_returns=recorder.returns[-SCORE_EPISODES:],
@@ -154,7 +160,6 @@ def train_run(spec: RunSpec | dict[str, Any], reporter: Reporter | None = None) 
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         versions=versions(),
     )
-    return result
 
 
 def measure_random_policy(spec: RunSpec, episodes: int = 100, max_steps: int = 10_000_000) -> dict[str, Any]:
