@@ -87,8 +87,7 @@ def test_fast_path_of_each_setup():
     )
     assert image.minibatches is None  # SB3's own buffer: the fast minibatches still apply
     masked = MaskablePPOVariant("MlpPolicy", masked_env(), **SMALL).learn(32).fast_path
-    assert masked.rollout_loop == "sb3-contrib's MaskablePPO.collect_rollouts (masks)"
-    assert masked.minibatches == "rollout buffer class MaskableRolloutBuffer (its own get())"
+    assert masked.rollout_loop is masked.minibatches is masked.policy_evaluation is masked.optimizer_step is None
     recurrent = RecurrentPPOVariant("MlpLstmPolicy", "CartPole-v1", log_kl=True, **LSTM, **SMALL).learn(32).fast_path
     assert recurrent.old_policy is recurrent.minibatches is recurrent.sequence_lstm is recurrent.optimizer_step is None
 
