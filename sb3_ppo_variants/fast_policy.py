@@ -142,6 +142,9 @@ class FastActorCritic:
         observation_space = policy.observation_space
         #: Discrete observations: preprocess_obs one-hot encodes them
         self.one_hot: int | None = int(observation_space.n) if isinstance(observation_space, spaces.Discrete) else None
+        # F.one_hot(...).float() as rows of the identity (the same 0/1 values): one_hot checks its input's range with
+        # two reductions per call, index_select raises on the same out-of-range indices
+        self.identity = th.eye(self.one_hot) if self.one_hot is not None else None
         # nn.Flatten of a (batch, n) tensor is itself
         self.flatten = self.one_hot is not None or len(observation_space.shape or ()) != 1
         self.pi_layers = _layers(policy.mlp_extractor.policy_net)
@@ -157,8 +160,8 @@ class FastActorCritic:
         self.log_std: th.Tensor | None = policy.log_std if self.gaussian else None
 
     def _features(self, obs: th.Tensor) -> th.Tensor:
-        if self.one_hot is not None:  # preprocess_obs of a Discrete space
-            features = F.one_hot(obs.long(), num_classes=self.one_hot).float()
+        if self.identity is not None:  # preprocess_obs of a Discrete space: F.one_hot(obs.long(), n).float()
+            features = self.identity.index_select(0, obs.long().reshape(-1)).reshape(*obs.shape, -1)
         else:
             features = obs.float()  # preprocess_obs of a non-image Box (a no-op for float32)
         return features.flatten(1) if self.flatten else features  # FlattenExtractor
