@@ -241,7 +241,9 @@ def test_kl_is_zero_on_first_minibatch_and_positive_later(objective):
     assert len(first_minibatches) == 2
     for index in first_minibatches:
         kl, mask = records[index]
-        assert mask.any() and th.equal(kl[mask], th.zeros(int(mask.sum())))
+        # π_old is replayed once per update over the rollout's sequences, π_θ over the minibatch's: the same LSTM
+        # computation from the same stored states, up to float order
+        assert mask.any() and kl[mask].abs().max() <= 1e-6
     later = [kl[mask] for index, (kl, mask) in enumerate(records) if index not in first_minibatches]
     assert all(th.isfinite(kl).all() and (kl > -1e-6).all() for kl in later)  # >= 0 up to float rounding
     assert max(kl.max().item() for kl in later) > 0
