@@ -87,7 +87,12 @@ def save_results(name: str, results: dict[str, Any], markdown: str) -> None:
 
 
 #: The contrib families: sb3-contrib's algorithm (reference), its variant here, and their default policy.
-CONTRIB_FAMILIES = {"maskable": ("maskable_ppo", "MlpPolicy"), "recurrent": ("recurrent_ppo", "MlpLstmPolicy")}
+CONTRIB_FAMILIES = {
+    "maskable": ("maskable_ppo", "MlpPolicy"),
+    "recurrent": ("recurrent_ppo", "MlpLstmPolicy"),
+    # MaskableRecurrentPPOVariant against RecurrentPPO, trained with learn(use_masking=False)
+    "maskable_recurrent": ("recurrent_ppo", "MlpLstmPolicy"),
+}
 #: Variants of each contrib family: sb3-contrib's algorithm, then each objective.
 CONTRIB_VARIANTS = {family: (reference, *VARIANTS[1:]) for family, (reference, _) in CONTRIB_FAMILIES.items()}
 
@@ -95,13 +100,14 @@ CONTRIB_VARIANTS = {family: (reference, *VARIANTS[1:]) for family, (reference, _
 def make_contrib_model(family: str, variant: str, env_fn: Any, hyperparams: dict[str, Any], seed: int):
     """
     sb3-contrib's ``MaskablePPO``/``RecurrentPPO`` (``variant="maskable_ppo"``/``"recurrent_ppo"``) or
-    ``MaskablePPOVariant``/``RecurrentPPOVariant`` with ``objective=variant``, on ``n_envs`` copies of ``env_fn`` (an
-    env id or a callable), wrapped in ``VecNormalize`` (rl-zoo's way: ``gamma`` of the algorithm) if ``normalize``.
+    ``MaskablePPOVariant``/``RecurrentPPOVariant``/``MaskableRecurrentPPOVariant`` with ``objective=variant``, on
+    ``n_envs`` copies of ``env_fn`` (an env id or a callable), wrapped in ``VecNormalize`` (rl-zoo's way: ``gamma`` of
+    the algorithm) if ``normalize``.
     """
     from sb3_contrib import MaskablePPO, RecurrentPPO
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from sb3_ppo_variants import MaskablePPOVariant, RecurrentPPOVariant
+    from sb3_ppo_variants import MaskablePPOVariant, MaskableRecurrentPPOVariant, RecurrentPPOVariant
 
     hyperparams = dict(hyperparams)
     env = make_vec_env(env_fn, n_envs=hyperparams.pop("n_envs", 1), seed=seed)
@@ -111,8 +117,22 @@ def make_contrib_model(family: str, variant: str, env_fn: Any, hyperparams: dict
     if variant == reference:
         algo = MaskablePPO if family == "maskable" else RecurrentPPO
         return algo(policy, env, seed=seed, device="cpu", **hyperparams)
-    algo = MaskablePPOVariant if family == "maskable" else RecurrentPPOVariant
+    algo = {"maskable": MaskablePPOVariant, "recurrent": RecurrentPPOVariant}.get(family, MaskableRecurrentPPOVariant)
     return algo(policy, env, objective=variant, seed=seed, device="cpu", **hyperparams)
+
+
+def contrib_learn_kwargs(family: str, variant: str) -> dict[str, Any]:
+    """``learn()``'s extra arguments: the masked recurrent variant runs without masks (its envs have none)."""
+    return {"use_masking": False} if family == "maskable_recurrent" and variant != "recurrent_ppo" else {}
+
+
+def package_hyperparams(algorithm: str, env_id: str) -> dict[str, Any]:
+    """The package's shipped hyperparameters (``sb3_ppo_variants/hyperparams/<algorithm>.yml``), minus rl-zoo's keys."""
+    with open(Path(sb3_ppo_variants.__file__).parent / "hyperparams" / f"{algorithm}.yml") as file_handle:
+        hyperparams = dict(yaml.safe_load(file_handle)[env_id])
+    for key in ("n_timesteps", "policy", "objective", "env_wrapper"):
+        hyperparams.pop(key, None)
+    return hyperparams
 
 
 def contrib_versions() -> dict[str, str]:

@@ -2,6 +2,7 @@
 Where the time goes: a per-phase breakdown of ``learn()`` for SB3 PPO and PPOVariant, in µs per environment step.
 
     python benchmarks/profile_phases.py [--repeats 3]
+    python benchmarks/profile_phases.py --suite contrib [--repeats 3] [--updates 3]
 
 (Not named ``profile.py``: this folder is first on ``sys.path`` when its scripts run, and a ``profile.py`` here would
 shadow the standard library module that torch imports.)
@@ -21,6 +22,11 @@ Phases (wall-clock, medians over the repeats; runs interleaved in one process, 1
 "clip (SB3 update)" is PPOVariant with ``fast_update=False``: the fast rollout loop with SB3's minibatch sampling,
 ``evaluate_actions``, ``clip_grad_norm_`` and ``optimizer.step()`` in PPOVariant's update.
 Machines are noisy: compare columns of one run, not runs. ``total CPU`` is the process CPU time of ``learn()``.
+
+``--suite contrib``: sb3-contrib's MaskablePPO / RecurrentPPO against the package's variant with ``objective="clip"``
+on the setups of ``speed.py --suite contrib`` (``--updates`` rollouts and updates per run), results in
+``profile_phases_contrib``; ``forward`` there is the policy's forward pass in the rollout (sb3-contrib's, or the masked
+fast loop's ``FastActorCritic.act``).
 """
 
 import argparse
@@ -32,7 +38,16 @@ from typing import Any
 
 import numpy as np
 import torch as th
-from common import make_model, save_results, versions, zoo_ppo_hyperparams
+from common import (
+    CONTRIB_VARIANTS,
+    contrib_learn_kwargs,
+    contrib_versions,
+    make_contrib_model,
+    make_model,
+    save_results,
+    versions,
+    zoo_ppo_hyperparams,
+)
 
 from sb3_ppo_variants import rollout
 
@@ -72,8 +87,16 @@ def profile_run(variant: str, env_id: str, hyperparams: dict[str, Any], steps: i
         model.fast_rollout = False
     if variant == "clip_sb3_update":
         model.fast_update = False
+    return profile_learn(model, steps)
+
+
+def profile_learn(model: Any, steps: int, **learn_kwargs: Any) -> dict[str, float]:
+    """``model.learn(steps)``, instrumented: seconds per phase, and the total wall-clock and CPU time."""
     totals: dict[str, float] = defaultdict(float)
-    for sub_env in model.env.envs:  # DummyVecEnv: the environments themselves, Monitor included
+    vec_env = model.env
+    while hasattr(vec_env, "venv"):  # VecNormalize and other wrappers
+        vec_env = vec_env.venv
+    for sub_env in vec_env.envs:  # DummyVecEnv: the environments themselves, Monitor included
         sub_env.step = timed(sub_env.step, totals, "env")
         sub_env.reset = timed(sub_env.reset, totals, "env")
     model.collect_rollouts = timed(model.collect_rollouts, totals, "rollout")
@@ -83,7 +106,7 @@ def profile_run(variant: str, env_id: str, hyperparams: dict[str, Any], steps: i
     rollout.FastActorCritic.act = timed(fast_act, totals, "forward")  # type: ignore[method-assign]
     try:
         start, cpu_start = time.perf_counter(), time.process_time()
-        model.learn(steps)
+        model.learn(steps, **learn_kwargs)
         totals["total"], totals["total CPU"] = time.perf_counter() - start, time.process_time() - cpu_start
     finally:
         rollout.FastActorCritic.act = fast_act  # type: ignore[method-assign]
@@ -91,11 +114,57 @@ def profile_run(variant: str, env_id: str, hyperparams: dict[str, Any], steps: i
     return dict(totals)
 
 
+def contrib_main(repeats: int, updates: int) -> None:
+    """sb3-contrib's algorithm and the variant (clip) on each setup of ``speed.py --suite contrib``, interleaved."""
+    from speed import contrib_setups, rollout_size
+
+    order = random.Random(0)
+    setups = contrib_setups()
+    runs: dict[str, dict[str, list[dict[str, float]]]] = {}
+    for repeat in range(repeats):
+        for name, (family, env_fn, hyperparams, _) in setups.items():
+            variants = list(CONTRIB_VARIANTS[family][:2])  # sb3-contrib's algorithm, clip
+            order.shuffle(variants)
+            for variant in variants:
+                model = make_contrib_model(family, variant, env_fn, hyperparams, seed=repeat)
+                steps = updates * rollout_size(family, hyperparams)
+                run = profile_learn(model, steps, **contrib_learn_kwargs(family, variant))
+                run["steps"] = steps
+                runs.setdefault(name, {}).setdefault(variant, []).append(run)
+                print(f"repeat {repeat} {name:32s} {variant:14s} {run['total']:6.2f} s", flush=True)
+    columns = (*PHASES, "total", "total CPU")
+    lines = [
+        f"`python benchmarks/profile_phases.py --suite contrib --repeats {repeats} --updates {updates}`: µs per "
+        "environment step (median over repeats)",
+        "",
+        "| setup | variant | " + " | ".join(columns) + " | total / sb3-contrib |",
+        "|---|---|" + "---|" * (len(columns) + 1),
+    ]
+    for name, by_variant in runs.items():
+        reference = CONTRIB_VARIANTS[setups[name][0]][0]
+        medians = {
+            variant: {c: float(np.median([run[c] * 1e6 / run["steps"] for run in variant_runs])) for c in columns}
+            for variant, variant_runs in by_variant.items()
+        }
+        for variant in (reference, "clip"):
+            cells = " | ".join(f"{medians[variant][c]:.0f}" for c in columns)
+            lines.append(f"| {name} | {variant} | {cells} | {medians[variant]['total'] / medians[reference]['total']:.3f} |")
+    lines += ["", f"Versions: {contrib_versions()}", ""]
+    results = {"repeats": repeats, "updates": updates, "versions": contrib_versions(), "runs": runs}
+    save_results("profile_phases_contrib", results, "\n".join(lines))
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--suite", choices=("ppo", "contrib"), default="ppo", help="contrib: the sb3-contrib variants")
+    parser.add_argument("--updates", type=int, default=3, help="contrib suite: rollouts and updates per run")
     args = parser.parse_args()
     th.set_num_threads(1)
+    if args.suite == "contrib":
+        contrib_main(args.repeats, args.updates)
+        return
     order = random.Random(0)
     runs: dict[str, dict[str, list[dict[str, float]]]] = {env: {v: [] for v in VARIANTS} for env in SETUPS}
     for repeat in range(args.repeats):

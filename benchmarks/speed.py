@@ -18,9 +18,11 @@ itself.
 Each run is single-threaded, so its process CPU time is also reported: it is much less sensitive than wall-clock to
 other jobs on the machine.
 
-``--suite contrib``: MaskablePPOVariant against sb3-contrib's MaskablePPO and RecurrentPPOVariant against RecurrentPPO
-(targets: clip <= 1.05x the sb3-contrib algorithm, each KL objective <= 1.10x clip), results in ``speed_contrib``
-(``--scale`` multiplies its steps, ``--variants`` picks the KL objectives).
+``--suite contrib``: MaskablePPOVariant against sb3-contrib's MaskablePPO, RecurrentPPOVariant and
+MaskableRecurrentPPOVariant (``use_masking=False``) against RecurrentPPO, 20 updates per run at ``--scale 1`` (a
+fraction of them otherwise); results in ``speed_contrib``. Targets: clip / sb3-contrib <= 0.5 (maskable), <= 0.33
+(CartPoleNoVel-v1, rl-zoo's entry), <= 0.5 (PendulumNoVel-v1), <= 0.25 (RecurrentPPO's defaults), <= 0.4 (masked
+LSTM); each KL objective / clip <= 1.05.
 """
 
 import argparse
@@ -34,9 +36,11 @@ import torch as th
 from common import (
     CONTRIB_VARIANTS,
     VARIANTS,
+    contrib_learn_kwargs,
     contrib_versions,
     make_contrib_model,
     make_model,
+    package_hyperparams,
     save_results,
     versions,
     zoo_hyperparams,
@@ -56,15 +60,13 @@ SETUPS = {
 }
 
 
-def paired_ratios(
-    times: dict[str, list[float]], references: tuple[str, ...] = ("sb3_ppo", "clip")
-) -> dict[str, dict[str, float]]:
+def paired_ratios(times: dict[str, list[float]], baseline: str = "sb3_ppo") -> dict[str, dict[str, float]]:
     """reference -> variant -> median over repeats of (variant's time / reference's time in the same repeat)."""
     return {
         reference: {
             variant: float(np.median(np.asarray(values) / np.asarray(times[reference]))) for variant, values in times.items()
         }
-        for reference in references
+        for reference in (baseline, "clip")
     }
 
 
@@ -82,85 +84,117 @@ def time_updates(model: Any) -> list[float]:
     return total
 
 
-def contrib_setups() -> dict[str, tuple[str, Any, dict[str, Any], int]]:
-    """name -> (family, env factory or id, hyperparameters, timesteps) of the contrib suite."""
-    import rl_zoo3.import_envs  # noqa: F401  (registers CartPoleNoVel-v1)
-    from contrib_learning import invalid_action_env
+#: Updates per run of the contrib suite (at --scale 1).
+CONTRIB_UPDATES = 20
 
+
+def contrib_setups() -> dict[str, tuple[str, Any, dict[str, Any], int]]:
+    """name -> (family, env factory or id, hyperparameters, updates per run) of the contrib suite."""
+    import rl_zoo3.import_envs  # noqa: F401  (registers CartPoleNoVel-v1 and PendulumNoVel-v1)
+    from contrib_learning import masked_taxi
+    from sb3_contrib.common.envs import InvalidActionEnvDiscrete
+
+    def invalid_80() -> Any:
+        return InvalidActionEnvDiscrete(dim=80, n_invalid_actions=60)
+
+    cartpole = zoo_hyperparams("CartPoleNoVel-v1", "ppo_lstm.yml")
     return {
-        # MaskablePPO's defaults (n_steps=2048, batch_size=64, 10 epochs), 1 env: 2 updates
-        "InvalidActionEnvDiscrete": ("maskable", invalid_action_env, {}, 4_096),
-        # rl-zoo ppo_lstm.yml hyperparameters (8 envs, n_steps=32, 20 epochs, LSTM 64, VecNormalize): 8 updates
-        "CartPoleNoVel-v1": ("recurrent", "CartPoleNoVel-v1", zoo_hyperparams("CartPoleNoVel-v1", "ppo_lstm.yml"), 2_048),
+        # MaskablePPO's defaults (1 env, n_steps=2048, batch_size=64, 10 epochs)
+        "InvalidActionEnvDiscrete(80, 60)": ("maskable", invalid_80, {}, CONTRIB_UPDATES),
+        # the package's shipped ppo_mask_variant.yml entry (8 envs, InfoActionMasker, Discrete(500) observations)
+        "Taxi-v4": ("maskable", masked_taxi, package_hyperparams("ppo_mask_variant", "Taxi-v4"), CONTRIB_UPDATES),
+        # rl-zoo ppo_lstm.yml (8 envs, n_steps=32, 20 epochs, LSTM 64, VecNormalize)
+        "CartPoleNoVel-v1": ("recurrent", "CartPoleNoVel-v1", cartpole, CONTRIB_UPDATES),
+        # rl-zoo ppo_lstm.yml (4 envs, n_steps=1024, gSDE: sb3-contrib's rollout, the fast update)
+        "PendulumNoVel-v1": (
+            "recurrent",
+            "PendulumNoVel-v1",
+            zoo_hyperparams("PendulumNoVel-v1", "ppo_lstm.yml"),
+            CONTRIB_UPDATES,
+        ),
+        # RecurrentPPO's defaults (1 env, n_steps=128, batch_size=128, 10 epochs)
+        "CartPoleNoVel-v1 (defaults)": ("recurrent", "CartPoleNoVel-v1", {}, CONTRIB_UPDATES),
+        # MaskableRecurrentPPOVariant against RecurrentPPO, learn(use_masking=False), rl-zoo's CartPoleNoVel-v1 entry
+        "CartPoleNoVel-v1 (masked LSTM)": ("maskable_recurrent", "CartPoleNoVel-v1", cartpole, CONTRIB_UPDATES),
     }
 
 
-def contrib_main(repeats: int, scale: float, objectives: list[str], results_name: str) -> None:
+def rollout_size(family: str, hyperparams: dict[str, Any]) -> int:
+    """Environment steps of one rollout: n_steps x n_envs (the algorithm's default n_steps where not given)."""
+    default_n_steps = 2048 if family == "maskable" else 128
+    return int(hyperparams.get("n_steps", default_n_steps)) * int(hyperparams.get("n_envs", 1))
+
+
+def contrib_main(repeats: int, scale: float) -> None:
     """Each contrib variant (clip and the KL objectives) against its sb3-contrib counterpart, interleaved."""
     order = random.Random(0)
-    setups = {
-        name: (family, env_fn, hyperparams, max(1, round(steps * scale)))
-        for name, (family, env_fn, hyperparams, steps) in contrib_setups().items()
+    setups = contrib_setups()
+    steps = {
+        name: max(1, round(updates * scale)) * rollout_size(family, hyperparams)
+        for name, (family, _, hyperparams, updates) in setups.items()
     }
-    # the reference, clip and the chosen KL objectives
-    variants = {
-        name: [v for v in CONTRIB_VARIANTS[family][:4] if v in {CONTRIB_VARIANTS[family][0], "clip", *objectives}]
-        for name, (family, *_) in setups.items()
-    }
+    variants = {name: CONTRIB_VARIANTS[family][:4] for name, (family, *_) in setups.items()}  # reference, clip, KL x2
     seconds = {name: {variant: [] for variant in variants[name]} for name in setups}
     cpu_seconds = {name: {variant: [] for variant in variants[name]} for name in setups}
     for repeat in range(repeats):
-        for name, (family, env_fn, hyperparams, steps) in setups.items():
+        for name, (family, env_fn, hyperparams, _) in setups.items():
             shuffled = list(variants[name])
             order.shuffle(shuffled)  # interleaved, in a different order each repeat
             for variant in shuffled:
                 model = make_contrib_model(family, variant, env_fn, hyperparams, seed=repeat)
                 start, cpu_start = time.perf_counter(), time.process_time()
-                model.learn(steps)
+                model.learn(steps[name], **contrib_learn_kwargs(family, variant))
                 seconds[name][variant].append(time.perf_counter() - start)
                 cpu_seconds[name][variant].append(time.process_time() - cpu_start)
-                steps_per_second = steps / seconds[name][variant][-1]
-                print(f"repeat {repeat} {name:24s} {variant:14s} {steps_per_second:7.0f} steps/s", flush=True)
+                steps_per_second = steps[name] / seconds[name][variant][-1]
+                print(f"repeat {repeat} {name:32s} {variant:14s} {steps_per_second:7.0f} steps/s", flush=True)
+    contrib_report(repeats, scale, setups, steps, seconds, cpu_seconds)
 
-    results: dict[str, Any] = {"repeats": repeats, "versions": contrib_versions(), "envs": {}}
+
+def contrib_report(
+    repeats: int,
+    scale: float,
+    setups: dict[str, tuple[str, Any, dict[str, Any], int]],
+    steps: dict[str, int],
+    seconds: dict[str, dict[str, list[float]]],
+    cpu_seconds: dict[str, dict[str, list[float]]],
+) -> None:
+    """``results/speed_contrib.{json,md}``: steps/s and the medians of the within-repeat time ratios."""
+    results: dict[str, Any] = {"repeats": repeats, "scale": scale, "versions": contrib_versions(), "envs": {}}
     lines = [
-        "# Speed: MaskablePPOVariant / RecurrentPPOVariant vs sb3-contrib",
+        "# Speed: MaskablePPOVariant / RecurrentPPOVariant / MaskableRecurrentPPOVariant vs sb3-contrib",
         "",
-        f"`python benchmarks/speed.py {' '.join(sys.argv[1:])}`; 1 torch thread; runs interleaved in one "
-        "process; steps/s from the median wall-clock of `learn()`; each ratio (wall-clock, process CPU time) is the "
-        "median over repeats of the ratio within a repeat. Targets: clip <= 1.05x the "
-        "sb3-contrib algorithm, each KL objective <= 1.10x clip.",
+        f"`python benchmarks/speed.py --suite contrib --repeats {repeats} --scale {scale}`; 1 torch thread; runs "
+        "interleaved in one process; steps/s from the median wall-clock of `learn()`; each ratio is the median over "
+        "repeats of the ratio within a repeat (wall-clock, and process CPU time).",
         "",
         "| env | steps | variant | steps/s | time / sb3-contrib | time / clip | CPU time / sb3-contrib | CPU time / clip |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name, (family, _, _, steps) in setups.items():
+    for name, (family, _, _, _) in setups.items():
         reference = CONTRIB_VARIANTS[family][0]
+        wall, cpu = paired_ratios(seconds[name], reference), paired_ratios(cpu_seconds[name], reference)
         median = {variant: float(np.median(times)) for variant, times in seconds[name].items()}
-        # medians of the ratios within each repeat, as in the PPO suite
-        wall_ratio = paired_ratios(seconds[name], (reference, "clip"))
-        cpu_ratio = paired_ratios(cpu_seconds[name], (reference, "clip"))
         results["envs"][name] = {
             "family": family,
             "reference": reference,
-            "steps": steps,
+            "steps": steps[name],
             "seconds": seconds[name],
-            "median_seconds": median,
-            "steps_per_second": {v: steps / t for v, t in median.items()},
-            "ratio_to_reference": wall_ratio[reference],
-            "ratio_to_clip": wall_ratio["clip"],
             "cpu_seconds": cpu_seconds[name],
-            "cpu_ratio_to_reference": cpu_ratio[reference],
-            "cpu_ratio_to_clip": cpu_ratio["clip"],
+            "steps_per_second": {v: steps[name] / t for v, t in median.items()},
+            "ratio_to_reference": wall[reference],
+            "ratio_to_clip": wall["clip"],
+            "cpu_ratio_to_reference": cpu[reference],
+            "cpu_ratio_to_clip": cpu["clip"],
         }
-        for variant in variants[name]:
+        for variant in seconds[name]:
             lines.append(
-                f"| {name} | {steps} | {variant} | {steps / median[variant]:.0f} | "
-                f"{wall_ratio[reference][variant]:.3f} | {wall_ratio['clip'][variant]:.3f} | "
-                f"{cpu_ratio[reference][variant]:.3f} | {cpu_ratio['clip'][variant]:.3f} |"
+                f"| {name} | {steps[name]} | {variant} | {steps[name] / median[variant]:.0f} | "
+                f"{wall[reference][variant]:.3f} | {wall['clip'][variant]:.3f} | "
+                f"{cpu[reference][variant]:.3f} | {cpu['clip'][variant]:.3f} |"
             )
     lines += ["", f"Versions: {results['versions']}", ""]
-    save_results(results_name, results, "\n".join(lines))
+    save_results("speed_contrib", results, "\n".join(lines))
     print("\n".join(lines))
 
 
@@ -172,7 +206,7 @@ def main() -> None:
         nargs="+",
         choices=(*SPEED_VARIANTS, *EXTRA_VARIANTS),
         default=list(SPEED_VARIANTS),
-        help=("a subset (sb3_ppo and clip always run); clip_torch_adam: clip with torch's Adam step instead of FlatAdam"),
+        help="a subset (sb3_ppo and clip always run); clip_torch_adam: clip with torch's Adam step instead of FlatAdam",
     )
     parser.add_argument("--suite", choices=("ppo", "contrib"), default="ppo", help="contrib: the sb3-contrib variants")
     parser.add_argument(
@@ -181,12 +215,12 @@ def main() -> None:
         default=1.0,
         help="fraction of each setup's steps to run (shorter runs on a busy machine; learn() completes whole rollouts)",
     )
-    parser.add_argument("--results", default="speed", help="results file name under benchmarks/results/ (no suffix)")
+    parser.add_argument("--results", default="speed", help="the PPO suite's results file under benchmarks/results/")
     args = parser.parse_args()
     setups = {env_id: (hyperparams, max(1, round(steps * args.scale))) for env_id, (hyperparams, steps) in SETUPS.items()}
     th.set_num_threads(1)  # one core per run, as SB3 recommends for MLP policies on CPU
     if args.suite == "contrib":
-        contrib_main(args.repeats, args.scale, args.variants, args.results if args.results != "speed" else "speed_contrib")
+        contrib_main(args.repeats, args.scale)
         return
     speed_variants = [v for v in (*SPEED_VARIANTS, *EXTRA_VARIANTS) if v in {"sb3_ppo", "clip", *args.variants}]
     order = random.Random(0)

@@ -425,7 +425,7 @@ class UpdateEngine(OnPolicyAlgorithm):
         """
         self._fast_policies = {}
         off = "fast_update = False" if not self.fast_update else None
-        minibatches = off or fast_minibatches_unsupported_reason(self.rollout_buffer)
+        minibatches = off or self._fast_minibatches_unsupported_reason()
         evaluation = off or fast_policy_unsupported_reason(self.policy, self.use_sde)
         if evaluation is not None:
             optimizer_step: str | None = "needs the fast policy evaluation (its graph reaches every parameter)"
@@ -446,6 +446,7 @@ class UpdateEngine(OnPolicyAlgorithm):
             "optimizer_step": optimizer_step,
             "entropy_graph": entropy,
             "old_policy": old_policy,
+            "sequence_lstm": None,  # no LSTM: nothing runs step by step
         }
 
     def _publish_fast_path(self) -> None:
@@ -497,10 +498,8 @@ class UpdateEngine(OnPolicyAlgorithm):
             self.policy.set_training_mode(False)  # as when the policy collected the rollout
             try:
                 with th.no_grad():
-                    chunks = fast_minibatches(self.rollout_buffer, max(self.batch_size or 0, KL_CHUNK_SIZE), shuffle=False)
-                    old_distributions = OldDistributions.capture(
-                        self._distribution(self.policy, rollout_data) for rollout_data in chunks
-                    )
+                    chunks = self._fast_minibatches(max(self.batch_size or 0, KL_CHUNK_SIZE), shuffle=False)
+                    old_distributions = OldDistributions.capture(self._old_distribution_rows(chunks))
             finally:
                 self.policy.set_training_mode(True)
             if old_distributions is not None:
@@ -517,8 +516,24 @@ class UpdateEngine(OnPolicyAlgorithm):
         for SB3's own buffer classes (:func:`~sb3_ppo_variants.update.fast_minibatches`).
         """
         if self._plan["minibatches"] is None:
-            return fast_minibatches(self.rollout_buffer, batch_size)
+            return self._fast_minibatches(batch_size)
         return self.rollout_buffer.get(batch_size)
+
+    def _old_distribution_rows(self, chunks: Iterator[Any]) -> Iterator[tuple[Distribution, th.Tensor]]:
+        """
+        π_old's distribution on each chunk of :meth:`_fast_minibatches` in rollout order, with each row's row of the
+        rollout (-1: a padded row, left out).
+        """
+        for rollout_data in chunks:
+            yield self._distribution(self.policy, rollout_data), rollout_data.rows
+
+    def _fast_minibatches_unsupported_reason(self) -> str | None:
+        """Why :meth:`_fast_minibatches` cannot give the rollout buffer's own minibatches, or ``None``."""
+        return fast_minibatches_unsupported_reason(self.rollout_buffer)
+
+    def _fast_minibatches(self, batch_size: int | None, shuffle: bool = True) -> Iterator[Any]:
+        """The buffer's ``get(batch_size)`` minibatches with their ``rows`` (``shuffle=False``: in rollout order)."""
+        return fast_minibatches(self.rollout_buffer, batch_size, shuffle=shuffle)
 
     def _valid_mask(self, rollout_data: Any) -> th.Tensor | None:
         """

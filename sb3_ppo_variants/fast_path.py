@@ -25,6 +25,8 @@ class FastPath:
     :param entropy_graph: the entropy left out of the autograd graph when ``ent_coef = 0`` (it adds exactly 0)
     :param old_policy: π_old as its distribution at every sample, computed once per update, instead of a frozen copy of
         the policy evaluated on every minibatch (:mod:`sb3_ppo_variants.old_policy`)
+    :param sequence_lstm: the recurrent update's LSTM passes as one call per padded sequence batch instead of one per
+        time step (:mod:`sb3_ppo_variants.recurrent_fast`); ``None`` too for a policy without an LSTM
     """
 
     rollout_loop: str | None = NOT_YET
@@ -33,6 +35,7 @@ class FastPath:
     optimizer_step: str | None = NOT_YET
     entropy_graph: str | None = NOT_YET
     old_policy: str | None = NOT_YET
+    sequence_lstm: str | None = NOT_YET
 
     def fallbacks(self) -> dict[str, str]:
         """The parts that did not run fast, with their reasons."""

@@ -14,8 +14,11 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import numpy as np
 import torch as th
 from gymnasium import spaces
+from sb3_contrib.common.maskable.distributions import MaskableCategoricalDistribution
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution, Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.preprocessing import is_image_space
@@ -25,6 +28,8 @@ from torch.distributions import Categorical, Normal
 from torch.nn import functional as F
 from torch.nn.modules import module as torch_module
 
+#: The logit of an illegal action in sb3-contrib's MaskableCategorical.apply_masking.
+_HUGE_NEG = th.tensor(-1e8)
 #: torch.distributions.Normal.log_prob's constant, computed the same way.
 _LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
 
@@ -63,14 +68,18 @@ def fast_policy_unsupported_reason(policy: Any, use_sde: bool) -> str | None:
     :param use_sde: whether the algorithm uses gSDE
     :return: a short reason, or ``None``
     """
-    if type(policy) is not ActorCriticPolicy:  # subclasses may change evaluate_actions()
+    masked = type(policy) is MaskableActorCriticPolicy
+    if type(policy) is not ActorCriticPolicy and not masked:  # subclasses may change evaluate_actions()
         return f"policy class {type(policy).__name__} (only ActorCriticPolicy/MlpPolicy)"
     if use_sde:
         return "gSDE"
     if policy.device.type != "cpu":
         return f"device {policy.device}"
     observation_space = policy.observation_space
-    if not isinstance(observation_space, spaces.Box) or (policy.normalize_images and is_image_space(observation_space)):
+    flat_box = isinstance(observation_space, spaces.Box) and not (
+        policy.normalize_images and is_image_space(observation_space)
+    )
+    if not (flat_box or isinstance(observation_space, spaces.Discrete)):
         return f"observation space {observation_space}"
     extractors = (
         [policy.features_extractor]
@@ -81,7 +90,8 @@ def fast_policy_unsupported_reason(policy: Any, use_sde: bool) -> str | None:
         return "features extractor other than FlattenExtractor"
     if type(policy.mlp_extractor) is not MlpExtractor:
         return f"mlp extractor {type(policy.mlp_extractor).__name__}"
-    if type(policy.action_dist) not in (DiagGaussianDistribution, CategoricalDistribution):
+    distributions = (MaskableCategoricalDistribution,) if masked else (DiagGaussianDistribution, CategoricalDistribution)
+    if type(policy.action_dist) not in distributions:
         return f"action distribution {type(policy.action_dist).__name__}"
     if isinstance(policy.action_space, spaces.Box) and policy.squash_output:
         return "squashed actions"
@@ -129,7 +139,14 @@ class FastActorCritic:
 
     def __init__(self, policy: ActorCriticPolicy):
         self.action_shape: tuple[int, ...] = policy.action_space.shape or ()
-        self.flatten = len(policy.observation_space.shape or ()) != 1  # nn.Flatten of a (batch, n) tensor is itself
+        observation_space = policy.observation_space
+        #: Discrete observations: preprocess_obs one-hot encodes them
+        self.one_hot: int | None = int(observation_space.n) if isinstance(observation_space, spaces.Discrete) else None
+        # F.one_hot(...).float() as rows of the identity (the same 0/1 values): one_hot checks its input's range with
+        # two reductions per call, index_select raises on the same out-of-range indices
+        self.identity = th.eye(self.one_hot) if self.one_hot is not None else None
+        # nn.Flatten of a (batch, n) tensor is itself
+        self.flatten = self.one_hot is not None or len(observation_space.shape or ()) != 1
         self.pi_layers = _layers(policy.mlp_extractor.policy_net)
         self.vf_layers = _layers(policy.mlp_extractor.value_net)
         action_net, value_net = policy.action_net, policy.value_net
@@ -138,10 +155,15 @@ class FastActorCritic:
         self.value_weight, self.value_bias = value_net.weight, value_net.bias
         self.action_dist: Distribution = policy.action_dist
         self.gaussian = isinstance(self.action_dist, DiagGaussianDistribution)
+        #: sb3-contrib's masked categorical distribution (MaskablePPO's MlpPolicy)
+        self.masked = isinstance(self.action_dist, MaskableCategoricalDistribution)
         self.log_std: th.Tensor | None = policy.log_std if self.gaussian else None
 
     def _features(self, obs: th.Tensor) -> th.Tensor:
-        features = obs.float()  # preprocess_obs of a non-image Box (a no-op for float32)
+        if self.identity is not None:  # preprocess_obs of a Discrete space: F.one_hot(obs.long(), n).float()
+            features = self.identity.index_select(0, obs.long().reshape(-1)).reshape(*obs.shape, -1)
+        else:
+            features = obs.float()  # preprocess_obs of a non-image Box (a no-op for float32)
         return features.flatten(1) if self.flatten else features  # FlattenExtractor
 
     def _latent_pi(self, features: th.Tensor) -> th.Tensor:
@@ -180,12 +202,13 @@ class FastActorCritic:
             # Normal.rsample draws torch.empty(shape).normal_(): refilling one tensor of that shape draws the same numbers
             self.noise = th.empty_like(self.scale)
 
-    def act(self, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    def act(self, obs: th.Tensor, masks: np.ndarray | None = None) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """
         ``policy(obs)`` (call under ``th.no_grad()``, after :meth:`start_rollout`). A hot per-step function: kept in
         one piece, since a split would add Python calls to every environment step.
 
         :param obs: a batch of ``n_envs`` observations, as ``obs_as_tensor`` gives them
+        :param masks: the legal actions (a masked policy): ``MaskableCategorical.apply_masking``'s logits
         :return: actions, values and log-probabilities, as ``ActorCriticPolicy.forward`` returns them
         """
         features = self._features(obs)
@@ -204,6 +227,10 @@ class FastActorCritic:
         else:
             # Categorical(logits=...): normalised logits, softmax probabilities, multinomial sample, gathered log-prob
             logits = mean_actions - mean_actions.logsumexp(dim=-1, keepdim=True)
+            if self.masked:  # MaskableCategorical: apply_masking (-1e8 for illegal actions), normalised again even without
+                if masks is not None:
+                    logits = th.where(th.as_tensor(masks, dtype=th.bool).reshape(logits.shape), logits, _HUGE_NEG)
+                logits = logits - logits.logsumexp(dim=-1, keepdim=True)
             if th.isnan(logits).any():
                 raise _invalid_parameter("logits", "Categorical", "IndependentConstraint(Real(), 1)", logits)
             samples = th.multinomial(F.softmax(logits, dim=-1), 1, True)
@@ -215,9 +242,17 @@ class FastActorCritic:
     # The update: ActorCriticPolicy.evaluate_actions and get_distribution
     # ------------------------------------------------------------------------------------------------------------------
 
-    def _fill(self, latent_pi: th.Tensor) -> Distribution:
-        """``_get_action_dist_from_latent``: the action head, then the distribution as SB3 builds it (unvalidated)."""
+    def _fill(self, latent_pi: th.Tensor, masks: th.Tensor | None = None) -> Distribution:
+        """
+        ``_get_action_dist_from_latent``: the action head, then the distribution as SB3 builds it (unvalidated), or
+        sb3-contrib's masked distribution with ``masks`` applied (its own objects: its entropy and log-probability).
+        """
         mean_actions = F.linear(latent_pi, self.action_weight, self.action_bias)
+        if self.masked:
+            distribution: Any = self.action_dist.proba_distribution(mean_actions)
+            if masks is not None:
+                distribution.apply_masking(masks)
+            return distribution
         if self.gaussian:
             assert self.log_std is not None
             action_std = th.ones_like(mean_actions) * self.log_std.exp()  # DiagGaussianDistribution.proba_distribution
@@ -227,7 +262,7 @@ class FastActorCritic:
         return self.action_dist
 
     def evaluate(
-        self, obs: th.Tensor, actions: th.Tensor, entropy_grad: bool = True
+        self, obs: th.Tensor, actions: th.Tensor, entropy_grad: bool = True, masks: th.Tensor | None = None
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor, Distribution]:
         """
         ``policy.evaluate_actions(obs, actions)``, plus the filled distribution (``policy.action_dist``).
@@ -237,13 +272,14 @@ class FastActorCritic:
         :param entropy_grad: ``False``: the entropies are computed without autograd. For ``ent_coef = 0`` the entropy
             is only logged: SB3's graph carries it with a zero gradient, which adds exactly 0 to every parameter's
             gradient, so leaving it out changes no number and saves its backward pass
+        :param masks: the stored action masks (a masked policy)
         :return: values, log-probabilities, entropies, π_θ
         """
         features = self._features(obs)
         # mlp_extractor(features): actor, then critic
         latent_pi = self._latent_pi(features)
         latent_vf = self._latent_vf(features)
-        distribution = self._fill(latent_pi)
+        distribution = self._fill(latent_pi, masks)
         log_prob = distribution.log_prob(actions)
         values = F.linear(latent_vf, self.value_weight, self.value_bias)
         with th.set_grad_enabled(entropy_grad and th.is_grad_enabled()):
@@ -251,6 +287,6 @@ class FastActorCritic:
         assert entropy is not None  # both distributions have a closed form
         return values, log_prob, entropy, distribution
 
-    def distribution(self, obs: th.Tensor) -> Distribution:
-        """``policy.get_distribution(obs)``."""
-        return self._fill(self._latent_pi(self._features(obs)))
+    def distribution(self, obs: th.Tensor, masks: th.Tensor | None = None) -> Distribution:
+        """``policy.get_distribution(obs)`` (``action_masks=masks`` for a masked policy)."""
+        return self._fill(self._latent_pi(self._features(obs)), masks)

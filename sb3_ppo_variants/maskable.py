@@ -6,6 +6,12 @@ bases, replaces ``MaskablePPO.train``). Set-up, policies, buffers, rollout colle
 ``MaskablePPO``'s own, inherited. Only two extension points differ from ``PPOVariant``: π_θ and π_old are evaluated
 with the action masks stored with each sample, so both are the *masked* distributions and their KL runs over the valid
 actions only (finite with sb3-contrib's ``-1e8`` masked logits and with ``-inf``).
+
+The fast plan covers sb3-contrib's ``MlpPolicy`` with ``Discrete`` actions (``Box`` or ``Discrete`` observations): the
+rollout loop of :mod:`sb3_ppo_variants.rollout` with each step's masks applied to the logits as
+``MaskableCategorical`` applies them (no distribution object per step), ``MaskableRolloutBuffer``'s minibatches with
+their rows, :class:`~sb3_ppo_variants.fast_policy.FastActorCritic`'s layers with sb3-contrib's masked distribution,
+π_old once per update and the flat Adam step: the same numbers as ``MaskablePPO``.
 """
 
 from typing import Any, ClassVar, TypeVar
@@ -14,17 +20,20 @@ import torch as th
 from gymnasium import spaces
 from sb3_contrib import MaskablePPO
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
-from sb3_contrib.common.maskable.utils import is_masking_supported
+from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_supported
 from sb3_contrib.ppo_mask.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_ppo_variants.checks import check_bool
 from sb3_ppo_variants.engine import UpdateEngine
 from sb3_ppo_variants.loss import Evaluation
 from sb3_ppo_variants.objectives import SurrogateObjective, make_objective
+from sb3_ppo_variants.rollout import collect_rollouts, plan_rollout
 
 SelfMaskablePPOVariant = TypeVar("SelfMaskablePPOVariant", bound="MaskablePPOVariant")
 
@@ -78,6 +87,9 @@ class MaskablePPOVariant(UpdateEngine, MaskablePPO):
     policy_base = MaskableActorCriticPolicy
     rollout_fallback = "sb3-contrib's MaskablePPO.collect_rollouts (masks)"
     policy: MaskableActorCriticPolicy  # type: ignore[assignment]
+    #: Collect rollouts with the fast loop of :mod:`sb3_ppo_variants.rollout` where it applies (same results as
+    #: MaskablePPO's); ``False`` always runs ``MaskablePPO.collect_rollouts``. A class attribute, not saved.
+    fast_rollout: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -143,7 +155,30 @@ class MaskablePPOVariant(UpdateEngine, MaskablePPO):
         if _init_setup_model:
             self._setup_model()
 
+    def collect_rollouts(  # type: ignore[override]
+        self,
+        env: VecEnv,
+        callback: BaseCallback,
+        rollout_buffer: RolloutBuffer,
+        n_rollout_steps: int,
+        use_masking: bool = True,
+    ) -> bool:
+        """``MaskablePPO.collect_rollouts``, same results, with less overhead where :mod:`sb3_ppo_variants.rollout` applies."""
+        self._rollout_plan = plan_rollout(self, env, rollout_buffer)
+        if self._rollout_plan is not None:
+            self._rollout_plan = f"{self.rollout_fallback}: {self._rollout_plan}"
+            return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps, use_masking)
+        if use_masking and not is_masking_supported(env):  # MaskablePPO's check, before any step
+            raise ValueError("Environment does not support action masking. Consider using ActionMasker wrapper")
+        masks = (lambda: get_action_masks(env)) if use_masking else None
+        return collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps, self._rollout_plan, masks)
+
     def _evaluate_actions(self, rollout_data: Any, actions: th.Tensor) -> Evaluation:
+        fast_policy = self._fast_policy(self.policy)
+        if fast_policy is not None:
+            return fast_policy.evaluate(
+                rollout_data.observations, actions, entropy_grad=self._entropy_grad, masks=rollout_data.action_masks
+            )
         values, log_prob, entropy = self.policy.evaluate_actions(
             rollout_data.observations, actions, action_masks=rollout_data.action_masks
         )
@@ -151,6 +186,9 @@ class MaskablePPOVariant(UpdateEngine, MaskablePPO):
 
     def _distribution(self, policy: BasePolicy, rollout_data: Any) -> Distribution:
         # π_old is the masked distribution the sample was collected with: the mask stored with the sample.
+        fast_policy = self._fast_policy(policy)
+        if fast_policy is not None:
+            return fast_policy.distribution(rollout_data.observations, masks=rollout_data.action_masks)
         return policy.get_distribution(rollout_data.observations, action_masks=rollout_data.action_masks)  # type: ignore[operator]
 
     def learn(  # type: ignore[override]

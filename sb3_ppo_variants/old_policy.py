@@ -111,24 +111,38 @@ class OldDistributions:
         self.parameters = parameters
 
     @classmethod
-    def capture(cls, distributions: Iterable[Distribution]) -> "OldDistributions | None":
+    def capture(cls, distributions: Iterable[Distribution | tuple[Distribution, th.Tensor]]) -> "OldDistributions | None":
         """
-        Collect π_old's parameters from its distributions on consecutive chunks of the rollout, in row order.
+        Collect π_old's parameters from its distributions on chunks of the rollout.
 
-        :param distributions: π_old's (populated) distributions on the chunks; each is read before the next is made,
-            since SB3 policies refill one distribution object in place
+        :param distributions: π_old's (populated) distributions on consecutive chunks, in row order; or pairs
+            (distribution, rows): each row's row of the flattened rollout, -1 for a padded row (left out), every row
+            of the rollout once over all chunks. Each is read before the next is made, since SB3 policies refill one
+            distribution object in place
         :return: the parameters, or ``None`` if the family has no closed-form KL (the caller keeps the frozen copy)
         """
         closed_form: ClosedFormKL | None = None
         chunks: list[DistributionParams] = []
-        for distribution in distributions:
+        row_chunks: list[th.Tensor] = []
+        for piece in distributions:
+            distribution, rows = piece if isinstance(piece, tuple) else (piece, None)
             closed_form = closed_form or closed_form_kl(distribution)
             if closed_form is None:
                 return None
-            chunks.append(closed_form.parameters(torch_distribution_of(distribution)))
+            parameters = closed_form.parameters(torch_distribution_of(distribution))
+            if rows is not None:
+                kept = rows >= 0
+                parameters = tuple(parameter[kept] for parameter in parameters)
+                row_chunks.append(rows[kept])
+            chunks.append(parameters)
         if closed_form is None:
             return None
-        return cls(closed_form, tuple(th.cat(parts) for parts in zip(*chunks, strict=True)))
+        joined = tuple(th.cat(parts) for parts in zip(*chunks, strict=True))
+        if row_chunks:  # back to rollout order
+            order = th.cat(row_chunks)
+            assert len(order) == len(joined[0]), "every row of the rollout once"
+            joined = tuple(th.empty_like(parameter).index_copy_(0, order, parameter) for parameter in joined)
+        return cls(closed_form, joined)
 
     def kl(self, rollout_data: Any, new_distribution: Distribution, new_log_prob: th.Tensor | None = None) -> th.Tensor:
         """

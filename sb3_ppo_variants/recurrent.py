@@ -11,8 +11,14 @@ the bases, replaces ``RecurrentPPO.train``). Set-up, policies, buffers, rollout 
   hold cannot turn a value or a gradient into NaN;
 - π_θ and π_old run over each sequence from the LSTM state stored for its first step during the rollout. With π_old's
   parameters this replays the rollout exactly: π_old at every step is the distribution the action was drawn from.
+
+The fast plan (``fast_path``) adds the recurrent parts of :mod:`sb3_ppo_variants.recurrent_fast` for ``MlpLstmPolicy``:
+whole-sequence LSTM calls (``sequence_lstm``), the buffer's minibatches gathered with their rows (``minibatches``),
+hence π_old as its distribution at every sample, replayed once per update from the stored states in rollout-order
+sequences (``old_policy``), and the flat Adam step (``optimizer_step``).
 """
 
+from collections.abc import Iterator
 from typing import Any, ClassVar, TypeVar
 
 import torch as th
@@ -25,7 +31,17 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 
 from sb3_ppo_variants.engine import UpdateEngine
 from sb3_ppo_variants.loss import Evaluation
+from sb3_ppo_variants.masking import zero_invalid_rows
 from sb3_ppo_variants.objectives import SurrogateObjective, make_objective
+from sb3_ppo_variants.recurrent_fast import (
+    SEQUENCE_BUFFERS,
+    SEQUENCE_POLICIES,
+    recurrent_minibatches,
+    recurrent_minibatches_unsupported_reason,
+    sequence_lstm_unsupported_reason,
+    whole_sequences,
+)
+from sb3_ppo_variants.update import flat_adam_unsupported_reason
 
 SelfRecurrentPPOVariant = TypeVar("SelfRecurrentPPOVariant", bound="RecurrentPPOVariant")
 
@@ -81,6 +97,11 @@ class RecurrentPPOVariant(UpdateEngine, RecurrentPPO):
     recurrent = True
     rollout_fallback = "sb3-contrib's RecurrentPPO.collect_rollouts (LSTM states)"
     policy: RecurrentActorCriticPolicy  # type: ignore[assignment]
+    #: The exact policy and buffer classes of the recurrent fast parts (:mod:`sb3_ppo_variants.recurrent_fast`).
+    sequence_policies: ClassVar[tuple[type, ...]] = SEQUENCE_POLICIES
+    sequence_buffers: ClassVar[tuple[type, ...]] = SEQUENCE_BUFFERS
+    #: The buffer also stores action masks, which the fast minibatches then carry.
+    masked_buffer: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -145,6 +166,40 @@ class RecurrentPPOVariant(UpdateEngine, RecurrentPPO):
         self._init_update(built_objective, kl_coef, kl_target, log_kl, normalize_advantage)
         if _init_setup_model:
             self._setup_model()
+
+    def train(self) -> None:
+        # The whole update (π_old's replay, the epochs, d) runs the LSTM over whole sequences where the plan allows it.
+        with whole_sequences(self.policy, enabled=self._sequence_lstm_unsupported_reason() is None):
+            super().train()
+
+    def _sequence_lstm_unsupported_reason(self) -> str | None:
+        if not self.fast_update:
+            return "fast_update = False"
+        return sequence_lstm_unsupported_reason(
+            self.policy, self.rollout_buffer, self.sequence_policies, self.sequence_buffers
+        )
+
+    def _plan_update(self) -> None:
+        super()._plan_update()
+        sequence_lstm = self._sequence_lstm_unsupported_reason()
+        self._plan["sequence_lstm"] = sequence_lstm
+        if sequence_lstm is None:  # the update's graph is sb3-contrib's: the first minibatch checks it reaches all
+            self._plan["optimizer_step"] = flat_adam_unsupported_reason(self.policy.optimizer, list(self.policy.parameters()))
+
+    def _fast_minibatches_unsupported_reason(self) -> str | None:
+        return recurrent_minibatches_unsupported_reason(self.rollout_buffer, self.sequence_buffers)
+
+    def _fast_minibatches(self, batch_size: int | None, shuffle: bool = True) -> Any:
+        return recurrent_minibatches(
+            self.rollout_buffer, batch_size, shuffle=shuffle, masked=self.masked_buffer  # type: ignore[arg-type]
+        )
+
+    def _old_distribution_rows(self, chunks: Iterator[Any]) -> Iterator[tuple[Distribution, th.Tensor]]:
+        # π_old replayed once per update from the stored states, over the rollout's sequences; padding left out.
+        for rollout_data in chunks:
+            valid = self._valid_mask(rollout_data)
+            rows = th.where(valid, rollout_data.rows, -1)
+            yield self._distribution(self.policy, zero_invalid_rows(rollout_data, valid)), rows
 
     def _valid_mask(self, rollout_data: Any) -> th.Tensor:
         # RecurrentPPO pads sequences to a common length; its buffer marks the real rows with mask = 1.

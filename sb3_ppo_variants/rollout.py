@@ -9,16 +9,20 @@ same generators, so the actions, values, log-probabilities, buffer contents and 
 only drops the overhead around them.
 
 The fast loop covers the common case (see :func:`plan_rollout`): SB3's ``ActorCriticPolicy``
-(``MlpPolicy``) on CPU with the default ``FlattenExtractor``, a flat (non-image) ``Box`` observation space, ``Box``
-(diagonal Gaussian, no squashing) or ``Discrete`` actions, no gSDE, SB3's own ``RolloutBuffer`` and no module hooks.
-Everything else runs SB3's general ``OnPolicyAlgorithm.collect_rollouts``.
+(``MlpPolicy``) on CPU with the default ``FlattenExtractor``, a flat (non-image) ``Box`` or a ``Discrete`` observation
+space, ``Box`` (diagonal Gaussian, no squashing) or ``Discrete`` actions, no gSDE, SB3's own ``RolloutBuffer`` and no
+module hooks; and the same for sb3-contrib's ``MaskablePPO`` (``MaskableActorCriticPolicy``, ``Discrete`` actions,
+``MaskableRolloutBuffer``), whose per-step masks are applied to the logits as ``MaskableCategorical`` applies them.
+Everything else runs the algorithm's own ``collect_rollouts``.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from sb3_contrib.common.maskable.buffers import MaskableRolloutBuffer
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
@@ -52,7 +56,7 @@ def plan_rollout(model: OnPolicyAlgorithm, env: VecEnv, rollout_buffer: RolloutB
     """
     if not getattr(model, "fast_rollout", True):
         loop: str | None = "fast_rollout = False"
-    elif type(rollout_buffer) is not RolloutBuffer:  # a subclass may change add()
+    elif type(rollout_buffer) not in (RolloutBuffer, MaskableRolloutBuffer):  # a subclass may change add()
         loop = f"rollout buffer class {type(rollout_buffer).__name__}"
     else:
         # The fast forward replays the policy's own layers: the same cases as the update's fast evaluation.
@@ -67,6 +71,7 @@ def collect_rollouts(
     rollout_buffer: RolloutBuffer,
     n_rollout_steps: int,
     plan: str | None,
+    masks: Callable[[], np.ndarray] | None = None,
 ) -> bool:
     """
     ``OnPolicyAlgorithm.collect_rollouts`` with the same results: the fast loop where :func:`plan_rollout` accepts it,
@@ -77,13 +82,14 @@ def collect_rollouts(
     :param callback: Callback that will be called at each step (and at the beginning and end of the rollout)
     :param rollout_buffer: Buffer to fill with rollouts
     :param n_rollout_steps: Number of experiences to collect per environment
-    :param plan: :func:`plan_rollout`'s decision for this rollout
+    :param plan: :func:`plan_rollout`'s decision for this rollout (its loop must be fast for a masked policy)
+    :param masks: the current step's action masks (sb3-contrib's ``get_action_masks(env)``), for a masked policy
     :return: True if function returned with at least `n_rollout_steps` collected, False if callback terminated
         rollout prematurely.
     """
     if plan is not None:
         return sb3_collect_rollouts(model, env, callback, rollout_buffer, n_rollout_steps)
-    return _collect_rollouts_fast(model, env, callback, rollout_buffer, n_rollout_steps)
+    return _collect_rollouts_fast(model, env, callback, rollout_buffer, n_rollout_steps, masks)
 
 
 def _collect_rollouts_fast(
@@ -92,13 +98,15 @@ def _collect_rollouts_fast(
     callback: BaseCallback,
     rollout_buffer: RolloutBuffer,
     n_rollout_steps: int,
+    masks: Callable[[], np.ndarray] | None = None,
 ) -> bool:
     """
     The fast loop: SB3's ``collect_rollouts`` step for step (see there for the arguments), with the policy forward of
     :class:`~sb3_ppo_variants.fast_policy.FastActorCritic`, direct writes into the buffer's arrays (what
-    ``RolloutBuffer.add`` stores) and the env's own ``step``. Callbacks see the
-    same ``self.locals`` entries, at the same times, as in SB3. A hot per-step loop, kept in one function (longer
-    than 60 lines): a split would add a Python call to every step.
+    ``RolloutBuffer.add`` stores) and the env's own ``step``. Callbacks see the same ``self.locals`` entries, at the
+    same times, as in SB3. With ``masks`` (MaskablePPO's loop), each step's masks are read before the forward pass,
+    applied to it and stored with the step, as ``MaskablePPO.collect_rollouts`` does. A hot per-step loop, kept in one
+    function (longer than 60 lines): a split would add a Python call to every step.
     """
     # _last_obs, _last_episode_starts and _update_info_buffer are BaseAlgorithm's rollout state and episode statistics,
     # which every SB3 collect_rollouts uses: SB3 has no public accessor for them.
@@ -119,6 +127,11 @@ def _collect_rollouts_fast(
     if box_actions:
         low, high = model.action_space.low, model.action_space.high  # type: ignore[attr-defined]
     buffer_action_shape = (rollout_buffer.n_envs, rollout_buffer.action_dim)
+    # RolloutBuffer.add reshapes Discrete observations to (n_envs, 1)
+    buffer_obs_shape = (rollout_buffer.n_envs, *rollout_buffer.obs_shape)
+    masked = isinstance(rollout_buffer, MaskableRolloutBuffer)
+    mask_shape = (rollout_buffer.n_envs, getattr(rollout_buffer, "mask_dims", 0))
+    action_masks = None
     # SB3 passes locals() to the callbacks: the same names, updated as its loop assigns them.
     frame: dict[str, Any] = {
         "self": model,
@@ -128,12 +141,16 @@ def _collect_rollouts_fast(
         "n_rollout_steps": n_rollout_steps,
         "n_steps": n_steps,
     }
+    if masked:  # MaskablePPO.collect_rollouts' own locals
+        frame["use_masking"], frame["action_masks"] = masks is not None, None
 
     while n_steps < n_rollout_steps:
         with th.no_grad():
             # Convert to pytorch tensor (obs_as_tensor of an array)
             obs_tensor = th.as_tensor(model._last_obs, device=device)
-            actions_tensor, values, log_probs = actor.act(obs_tensor)
+            if masks is not None:
+                action_masks = masks()
+            actions_tensor, values, log_probs = actor.act(obs_tensor, action_masks)
         actions = actions_tensor.numpy()
 
         # Rescale and perform action
@@ -158,6 +175,8 @@ def _collect_rollouts_fast(
         frame["rewards"] = rewards
         frame["dones"] = dones
         frame["infos"] = infos
+        if masked:
+            frame["action_masks"] = action_masks
         callback.update_locals(frame)
         if not callback.on_step():
             return False
@@ -181,7 +200,9 @@ def _collect_rollouts_fast(
 
         # rollout_buffer.add(self._last_obs, actions, rewards, self._last_episode_starts, values, log_probs)
         pos = rollout_buffer.pos
-        rollout_buffer.observations[pos] = model._last_obs
+        rollout_buffer.observations[pos] = model._last_obs.reshape(buffer_obs_shape)  # type: ignore[union-attr]
+        if action_masks is not None:  # MaskableRolloutBuffer.add
+            rollout_buffer.action_masks[pos] = action_masks.reshape(mask_shape)  # type: ignore[attr-defined]
         rollout_buffer.actions[pos] = actions.reshape(buffer_action_shape)
         rollout_buffer.rewards[pos] = rewards
         rollout_buffer.episode_starts[pos] = model._last_episode_starts

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch as th
+from sb3_contrib.common.maskable.buffers import MaskableRolloutBuffer
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.type_aliases import TensorDict
 from torch.optim import optimizer as torch_optimizer
@@ -62,7 +63,22 @@ class DictRolloutBufferRows(NamedTuple):
     rows: th.Tensor
 
 
-Minibatch = RolloutBufferRows | DictRolloutBufferRows
+class MaskableRolloutBufferRows(NamedTuple):
+    """sb3-contrib's ``MaskableRolloutBufferSamples`` with ``rows``, as :class:`RolloutBufferRows`."""
+
+    observations: th.Tensor
+    actions: th.Tensor
+    old_values: th.Tensor
+    old_log_prob: th.Tensor
+    advantages: th.Tensor
+    returns: th.Tensor
+    action_masks: th.Tensor
+    rows: th.Tensor
+
+
+Minibatch = RolloutBufferRows | DictRolloutBufferRows | MaskableRolloutBufferRows
+#: The buffer classes (exactly) whose get() fast_minibatches gives.
+FAST_BUFFERS = (RolloutBuffer, DictRolloutBuffer, MaskableRolloutBuffer)
 
 
 def flatten_in_place(buffer: RolloutBuffer) -> None:
@@ -71,11 +87,14 @@ def flatten_in_place(buffer: RolloutBuffer) -> None:
     flatten every array, in place (``generator_ready``), so that row ``i`` is step ``i // n_envs`` of env
     ``i % n_envs``. A no-op on a buffer already flattened.
 
-    :param buffer: a full buffer of exactly ``RolloutBuffer`` or ``DictRolloutBuffer``
+    :param buffer: a full buffer of exactly one of :data:`FAST_BUFFERS` (sb3-contrib's masked buffer also flattens its
+        action masks)
     """
     assert buffer.full, ""
     if buffer.generator_ready:
         return
+    if isinstance(buffer, MaskableRolloutBuffer):
+        buffer.action_masks = buffer.swap_and_flatten(buffer.action_masks)
     if isinstance(buffer, DictRolloutBuffer):
         for key, obs in buffer.observations.items():  # type: ignore[attr-defined]
             buffer.observations[key] = buffer.swap_and_flatten(obs)  # type: ignore[index]
@@ -88,18 +107,19 @@ def flatten_in_place(buffer: RolloutBuffer) -> None:
 
 def fast_minibatches(buffer: RolloutBuffer, batch_size: int | None, shuffle: bool = True) -> Iterator[Minibatch]:
     """
-    ``buffer.get(batch_size)`` for SB3's own ``RolloutBuffer`` and ``DictRolloutBuffer`` (not subclasses, which may
-    change ``get``/``_get_samples``): the same ``np.random.permutation`` draw at the same time (the first ``next()``),
-    the same in-place flattening of the buffer, the same slices, and tensors of the same dtypes, shapes and values.
-    Only the conversions differ: the buffer's arrays are wrapped as tensors (no copy) and each minibatch is gathered
-    with ``index_select`` instead of NumPy fancy indexing followed by ``th.tensor``. Each minibatch also carries its
-    ``rows`` (:class:`RolloutBufferRows`).
+    ``buffer.get(batch_size)`` for SB3's own ``RolloutBuffer`` and ``DictRolloutBuffer`` and sb3-contrib's
+    ``MaskableRolloutBuffer`` (not subclasses, which may change ``get``/``_get_samples``): the same
+    ``np.random.permutation`` draw at the same time (the first ``next()``), the same in-place flattening of the buffer,
+    the same slices, and tensors of the same dtypes, shapes and values. Only the conversions differ: the buffer's
+    arrays are wrapped as tensors (no copy) and each minibatch is gathered with ``index_select`` instead of NumPy fancy
+    indexing followed by ``th.tensor``. Each minibatch also carries its ``rows`` (:class:`RolloutBufferRows`).
 
-    :param buffer: a full buffer of exactly ``RolloutBuffer`` or ``DictRolloutBuffer``
+    :param buffer: a full buffer of exactly one of :data:`FAST_BUFFERS`
     :param batch_size: minibatch size; ``None``: the whole buffer as one minibatch
     :param shuffle: ``False``: the rows in buffer order, without drawing a permutation (NumPy's random state is not
         touched), e.g. to compute a value for every sample once
-    :return: a generator of ``RolloutBufferRows`` (``DictRolloutBufferRows`` for a ``DictRolloutBuffer``)
+    :return: a generator of ``RolloutBufferRows`` (``DictRolloutBufferRows`` for a ``DictRolloutBuffer``,
+        ``MaskableRolloutBufferRows`` for a ``MaskableRolloutBuffer``)
     """
     assert buffer.full, ""
     n_samples = buffer.buffer_size * buffer.n_envs
@@ -119,6 +139,7 @@ def fast_minibatches(buffer: RolloutBuffer, batch_size: int | None, shuffle: boo
     # _get_samples: actions cast to float32 (a no-op for a float32 buffer), the other fields flattened per minibatch
     actions = wrap(buffer.actions.astype(np.float32, copy=False))
     values, log_probs, advantages, returns = (wrap(buffer.__dict__[name]).reshape(-1) for name in _FLAT_FIELDS[1:])
+    masks = wrap(buffer.action_masks) if isinstance(buffer, MaskableRolloutBuffer) else None
     if batch_size is None:
         batch_size = n_samples
     all_indices = th.from_numpy(indices).to(device)
@@ -137,21 +158,24 @@ def fast_minibatches(buffer: RolloutBuffer, batch_size: int | None, shuffle: boo
                 batch,
             )
         else:
-            samples = RolloutBufferRows(
+            fields = (
                 observations.index_select(0, batch),
                 actions.index_select(0, batch),
                 values.index_select(0, batch),
                 log_probs.index_select(0, batch),
                 advantages.index_select(0, batch),
                 returns.index_select(0, batch),
-                batch,
             )
+            if masks is None:
+                samples = RolloutBufferRows(*fields, batch)
+            else:
+                samples = MaskableRolloutBufferRows(*fields, masks.index_select(0, batch), batch)
         yield samples
 
 
 def fast_minibatches_unsupported_reason(buffer: Any) -> str | None:
-    """Why :func:`fast_minibatches` cannot give ``buffer.get()``'s minibatches (SB3's own buffer classes only), or ``None``."""
-    if type(buffer) in (RolloutBuffer, DictRolloutBuffer):
+    """Why :func:`fast_minibatches` cannot give ``buffer.get()``'s minibatches (:data:`FAST_BUFFERS` only), or ``None``."""
+    if type(buffer) in FAST_BUFFERS:
         return None
     return f"rollout buffer class {type(buffer).__name__} (its own get())"
 

@@ -77,7 +77,7 @@ def test_fast_path_of_each_setup():
     """The plan says which fast parts ran; every fallback names its reason."""
     hopper = PPOVariant("MlpPolicy", "Hopper-v5", **SMALL).learn(32).fast_path
     assert hopper.fallbacks() == {"old_policy": "no π_old: the objective uses no KL and log_kl=False"}
-    assert hopper.rollout_loop is None and hopper.optimizer_step is None
+    assert hopper.rollout_loop is None and hopper.optimizer_step is None and hopper.sequence_lstm is None
     cartpole = PPOVariant("MlpPolicy", make_vec_env("CartPole-v1", n_envs=8), objective="adaptive_kl", **SMALL)
     assert cartpole.learn(8 * 32).fast_path.fallbacks() == {}
     image = PPOVariant("CnnPolicy", FakeImageEnv(screen_height=36, screen_width=36), **SMALL).learn(32).fast_path
@@ -86,10 +86,9 @@ def test_fast_path_of_each_setup():
     )
     assert image.minibatches is None  # SB3's own buffer: the fast minibatches still apply
     masked = MaskablePPOVariant("MlpPolicy", masked_env(), **SMALL).learn(32).fast_path
-    assert masked.rollout_loop == "sb3-contrib's MaskablePPO.collect_rollouts (masks)"
-    assert masked.minibatches == "rollout buffer class MaskableRolloutBuffer (its own get())"
+    assert masked.rollout_loop is masked.minibatches is masked.policy_evaluation is masked.optimizer_step is None
     recurrent = RecurrentPPOVariant("MlpLstmPolicy", "CartPole-v1", log_kl=True, **LSTM, **SMALL).learn(32).fast_path
-    assert recurrent.old_policy == "frozen copy: the minibatches do not carry their rows"
+    assert recurrent.old_policy is recurrent.minibatches is recurrent.sequence_lstm is recurrent.optimizer_step is None
 
 
 def test_verbose_2_prints_the_fast_path_when_it_changes(capsys):

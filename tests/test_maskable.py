@@ -17,6 +17,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from sb3_ppo_variants import AdaptiveKLPenalty, PPOVariant
 from sb3_ppo_variants.kl import kl_between
 from sb3_ppo_variants.maskable import MaskablePPOVariant
+from sb3_ppo_variants.old_policy import OldPolicy
 
 SEED = 3
 KWARGS = dict(n_steps=64, batch_size=32, n_epochs=2, seed=SEED, device="cpu")
@@ -51,6 +52,15 @@ def test_clip_matches_maskable_ppo(case):
     theirs, ours = models
     assert ours._n_updates == theirs._n_updates >= 2 * KWARGS["n_epochs"]
     assert_same_training_state(ours, theirs)
+    fallbacks = ours.fast_path.fallbacks()
+    if env_name == "discrete":  # the masked fast path: rollout loop, minibatches, evaluation, Adam
+        assert set(fallbacks) <= {"env_step", "entropy_graph", "old_policy"}, fallbacks
+    else:  # masked multi-categorical distributions: sb3-contrib's code, with the reason
+        assert fallbacks["policy_evaluation"].startswith("observation space Multi")
+        assert (
+            fallbacks["rollout_loop"]
+            == f"sb3-contrib's MaskablePPO.collect_rollouts (masks): {fallbacks['policy_evaluation']}"
+        )
 
 
 def test_predict_with_masks_matches_maskable_ppo():
@@ -98,6 +108,17 @@ class Recorder:
 class MaskedKLRecorder(Recorder):
     """Also computes, with π_θ as it is at that minibatch, the KL between the masked distributions and the unmasked π_old."""
 
+    def __init__(self, model):
+        super().__init__(model)
+        train = model.train
+
+        def train_with_copy():
+            # π_old as a frozen copy of the policy that collected the rollout (the model may hold its distributions)
+            self.frozen = OldPolicy(model.policy, model._distribution)
+            train()
+
+        model.train = train_with_copy
+
     def snapshot(self, rollout_data, batch) -> dict:
         record = super().snapshot(rollout_data, batch)
         model = self.model
@@ -105,9 +126,9 @@ class MaskedKLRecorder(Recorder):
         # SB3 policies refill one distribution object in place: use each before the next get_distribution() call.
         with th.no_grad():
             new = model.policy.get_distribution(observations, action_masks=masks)
-            old = self.old_policy.policy.get_distribution(observations, action_masks=masks)
+            old = self.frozen.policy.get_distribution(observations, action_masks=masks)
             record["expected_kl"] = kl_between(old, new)
-            old_unmasked = self.old_policy.policy.get_distribution(observations)
+            old_unmasked = self.frozen.policy.get_distribution(observations)
             record["unmasked_old_kl"] = kl_between(old_unmasked, new)
         return record
 

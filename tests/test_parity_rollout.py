@@ -170,6 +170,13 @@ CASES: dict[str, tuple[Callable[[], Any], dict[str, Any], int, bool]] = {
         192,
         True,
     ),
+    # Discrete observations (one-hot encoded), several envs
+    "discrete_observations": (
+        make_custom_env(lambda: IdentityEnv(4, ep_length=10), n_envs=2),
+        dict(n_steps=16, batch_size=16, n_epochs=2),
+        96,
+        True,
+    ),
 }
 
 
@@ -209,7 +216,6 @@ FALLBACK_CASES: dict[str, tuple[Callable[[], Any], str, dict[str, Any]]] = {
         "CnnPolicy",
         {},
     ),
-    "discrete_observations": (make_custom_env(lambda: IdentityEnv(4, ep_length=10), n_envs=2), "MlpPolicy", {}),
     "custom_features_extractor": (
         make_env("CartPole-v1"),
         "MlpPolicy",

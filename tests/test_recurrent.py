@@ -1,5 +1,6 @@
 """RecurrentPPOVariant: parity with sb3-contrib's RecurrentPPO, π_old replay, padding, objectives, save/load, bad input."""
 
+import copy
 import math
 
 import gymnasium as gym
@@ -9,10 +10,12 @@ import torch as th
 from conftest import KeepRolloutPolicy
 from gymnasium import spaces
 from sb3_contrib import RecurrentPPO
+from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+from sb3_contrib.ppo_recurrent.policies import MlpLstmPolicy
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from sb3_ppo_variants import AdaptiveKLPenalty
+from sb3_ppo_variants import AdaptiveKLPenalty, recurrent_fast
 from sb3_ppo_variants.loss import LossCoefficients
 from sb3_ppo_variants.old_policy import OldPolicy
 from sb3_ppo_variants.recurrent import RecurrentPPOVariant
@@ -90,7 +93,102 @@ def test_clip_matches_recurrent_ppo(case):
     assert ours._n_updates == theirs._n_updates >= 2
     if "target_kl" in extra:
         assert ours._n_updates < 3 * kwargs["n_epochs"]  # early stopping did happen
+    # whole-sequence LSTM calls: the same computation as sb3-contrib's step loop, in another float order
     assert_close_training_state(ours, theirs)
+    if dict_obs:  # sb3-contrib's code, with its reasons
+        assert ours.fast_path.sequence_lstm == "policy class RecurrentMultiInputActorCriticPolicy (only MlpLstmPolicy)"
+        assert ours.fast_path.minibatches == "rollout buffer class RecurrentDictRolloutBuffer (its own get())"
+    else:
+        assert ours.fast_path.sequence_lstm is ours.fast_path.minibatches is ours.fast_path.optimizer_step is None
+
+
+class OwnSequencePolicy(MlpLstmPolicy):
+    """A custom policy (a subclass): the whole-sequence LSTM does not know what it changes."""
+
+
+FALLBACK_CASES = {
+    # policy, env, algorithm arguments -> the reason fast_path gives for sequence_lstm
+    "dict_obs": ("MultiInputLstmPolicy", dict(dict_obs=True), {}, "policy class RecurrentMultiInputActorCriticPolicy"),
+    "custom_policy": (OwnSequencePolicy, {}, {}, "policy class OwnSequencePolicy (only MlpLstmPolicy)"),
+    "fast_update_off": ("MlpLstmPolicy", {}, dict(fast_update=False), "fast_update = False"),
+}
+
+
+@pytest.mark.parametrize("case", list(FALLBACK_CASES))
+def test_unsupported_cases_run_sb3_contribs_code(case, monkeypatch):
+    policy, env_kwargs, switches, reason = FALLBACK_CASES[case]
+    for name, value in switches.items():
+        monkeypatch.setattr(RecurrentPPOVariant, name, value)
+    calls = []
+    monkeypatch.setattr(recurrent_fast, "whole_sequence_lstm", lambda *args: calls.append(args))
+    model = RecurrentPPOVariant(policy, make_env(n_envs=2, **env_kwargs), policy_kwargs=SMALL_POLICY, **KWARGS)
+    model.learn(2 * 64)
+    assert model.fast_path.sequence_lstm.startswith(reason)
+    assert model.fast_path.optimizer_step is not None  # sb3-contrib's evaluation: the optimizer's own step
+    assert not calls
+
+
+def test_whole_sequence_lstm_is_sb3_contribs_step_loop():
+    """Episode starts only at sequences' first steps: one LSTM call; anywhere else: sb3-contrib's loop, unchanged."""
+    lstm = th.nn.LSTM(3, 5)
+    generator = th.Generator().manual_seed(0)
+    features = th.randn(4 * 6, 3, generator=generator)
+    states = (th.randn(1, 4, 5, generator=generator), th.randn(1, 4, 5, generator=generator))
+    for starts in ([1, 0, 1, 1], [0, 0, 0, 0]):
+        episode_starts = th.zeros(4, 6)
+        episode_starts[:, 0] = th.tensor(starts, dtype=th.float32)
+        expected = RecurrentActorCriticPolicy._process_sequence(features, states, episode_starts.flatten(), lstm)
+        got = recurrent_fast.whole_sequence_lstm(features, states, episode_starts.flatten(), lstm)
+        for ours, theirs in zip((got[0], *got[1]), (expected[0], *expected[1]), strict=True):
+            th.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+    episode_starts[2, 3] = 1.0  # an episode starting inside a sequence
+    expected = RecurrentActorCriticPolicy._process_sequence(features, states, episode_starts.flatten(), lstm)
+    got = recurrent_fast.whole_sequence_lstm(features, states, episode_starts.flatten(), lstm)
+    assert th.equal(got[0], expected[0])
+
+
+@not_dividing
+@pytest.mark.parametrize("n_envs, batch_size", [(1, 16), (2, 24), (3, None)])
+def test_fast_minibatches_are_sb3_contribs(n_envs, batch_size):
+    """recurrent_minibatches: the same random split, sequences and tensors as the buffer's get(), with their rows."""
+    model = RecurrentPPOVariant("MlpLstmPolicy", make_env(n_envs=n_envs), policy_kwargs=SMALL_POLICY, **KWARGS)
+    model.learn(2 * 32 * n_envs)
+    twin = copy.deepcopy(model.rollout_buffer)
+    np.random.seed(3)
+    expected = list(model.rollout_buffer.get(batch_size))
+    their_random_state = np.random.get_state()[1]
+    np.random.seed(3)
+    got = list(recurrent_fast.recurrent_minibatches(twin, batch_size))
+    assert np.array_equal(np.random.get_state()[1], their_random_state)  # the same draws
+    rows = []
+    for ours, theirs in zip(got, expected, strict=True):
+        for name, value in theirs._asdict().items():
+            mine = getattr(ours, name)
+            pairs = (
+                zip((*mine.pi, *mine.vf), (*value.pi, *value.vf), strict=True) if name == "lstm_states" else [(mine, value)]
+            )
+            for part, expected_part in pairs:
+                assert part.dtype == expected_part.dtype and th.equal(part, expected_part), name
+        valid = ours.mask > 0
+        th.testing.assert_close(ours.returns[valid], th.as_tensor(twin.returns[ours.rows[valid]]).flatten(), rtol=0, atol=0)
+        rows.append(ours.rows[valid])
+    assert sorted(th.cat(rows).tolist()) == list(range(32 * n_envs))  # every sample once
+
+
+@pytest.mark.parametrize("objective", ["adaptive_kl", "fixed_kl"])
+def test_kl_objectives_match_the_frozen_copy(objective, monkeypatch):
+    """π_old replayed once per update (fast plan) trains as π_old's frozen copy on every minibatch (sb3-contrib's code)."""
+    models = []
+    for fast in (True, False):
+        monkeypatch.setattr(RecurrentPPOVariant, "fast_update", fast)
+        model = RecurrentPPOVariant(
+            "MlpLstmPolicy", make_env(n_envs=2), objective=objective, learning_rate=3e-3, policy_kwargs=SMALL_POLICY, **KWARGS
+        )
+        models.append(model.learn(2 * 64))
+    fast_model, reference = models
+    assert fast_model.fast_path.old_policy is None and reference.fast_path.old_policy is not None
+    assert_close_training_state(fast_model, reference, atol=1e-5)
+    assert fast_model.kl_coef == pytest.approx(reference.kl_coef, rel=1e-4)
 
 
 def test_predict_with_lstm_state_matches_recurrent_ppo():
@@ -143,7 +241,9 @@ def test_kl_is_zero_on_first_minibatch_and_positive_later(objective):
     assert len(first_minibatches) == 2
     for index in first_minibatches:
         kl, mask = records[index]
-        assert mask.any() and th.equal(kl[mask], th.zeros(int(mask.sum())))
+        # π_old is replayed once per update over the rollout's sequences, π_θ over the minibatch's: the same LSTM
+        # computation from the same stored states, up to float order
+        assert mask.any() and kl[mask].abs().max() <= 1e-6
     later = [kl[mask] for index, (kl, mask) in enumerate(records) if index not in first_minibatches]
     assert all(th.isfinite(kl).all() and (kl > -1e-6).all() for kl in later)  # >= 0 up to float rounding
     assert max(kl.max().item() for kl in later) > 0

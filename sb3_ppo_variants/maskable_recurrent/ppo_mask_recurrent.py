@@ -92,6 +92,9 @@ class MaskableRecurrentPPOVariant(RecurrentPPOVariant):
     }
     supported_action_spaces = (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
     policy_base = MaskableRecurrentActorCriticPolicy
+    sequence_policies = (MlpLstmPolicy,)
+    sequence_buffers = (MaskableRecurrentRolloutBuffer,)
+    masked_buffer = True
     policy: MaskableRecurrentActorCriticPolicy  # type: ignore[assignment]
     #: whether the rollouts of the current learn() read the env's masks (learn's use_masking)
     _use_masking: bool = True
