@@ -8,7 +8,9 @@ from sb3_ppo_variants.kl import bernoulli_kl, categorical_kl, closed_form_kl, di
 from sb3_ppo_variants.objectives import (
     OBJECTIVES,
     AdaptiveKLPenalty,
+    AsymmetricClipSurrogate,
     ClippedSurrogate,
+    DualClipSurrogate,
     FixedKLPenalty,
     ObjectiveOutput,
     PolicyBatch,
@@ -19,6 +21,7 @@ from sb3_ppo_variants.objectives import (
 )
 from sb3_ppo_variants.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 from sb3_ppo_variants.ppo_variant import PPOVariant
+from sb3_ppo_variants.schedules import KLAdaptiveLR
 from sb3_ppo_variants.update_stats import NonFiniteLossError
 
 #: Algorithms built on sb3-contrib (the ``contrib`` extra), imported when first used so that the package works without it.
@@ -48,9 +51,12 @@ with open(version_file) as file_handler:
 __all__ = [
     "OBJECTIVES",
     "AdaptiveKLPenalty",
+    "AsymmetricClipSurrogate",
     "ClippedSurrogate",
     "CnnPolicy",
+    "DualClipSurrogate",
     "FixedKLPenalty",
+    "KLAdaptiveLR",
     "MaskablePPOVariant",
     "MaskableRecurrentPPOVariant",
     "MlpPolicy",

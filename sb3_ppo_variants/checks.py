@@ -73,20 +73,51 @@ def check_number(
         raise ArgumentValueError(f"{name} must be {expected}, got {value!r}")
 
 
+#: Progress values at which a schedule is evaluated before training (from the start, 1, to the end, 0).
+SCHEDULE_CHECK_POINTS = (1.0, 0.75, 0.5, 0.25, 0.0)
+
+
+def check_schedule_values(name: str, schedule: Callable[[float], Any], low: float = 0.0) -> None:
+    """
+    Evaluate a schedule at :data:`SCHEDULE_CHECK_POINTS`: each value must be a finite number >= ``low``.
+
+    :raises ArgumentValueError: naming the schedule, the progress and the value
+    """
+    for progress in SCHEDULE_CHECK_POINTS:
+        value = schedule(progress)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < low:
+            raise ArgumentValueError(
+                f"{name} must be a finite number >= {low:g} at every progress; the schedule {schedule!r} gives "
+                f"{value!r} at progress_remaining={progress}"
+            )
+
+
 def check_positive_or_schedule(name: str, value: Any) -> None:
     """
     Check a hyperparameter that is either a number > 0 or a schedule (a callable of the progress remaining).
 
-    A schedule is evaluated at progress 1 (the start of training), where its value must be > 0 too.
+    A schedule is evaluated at progress 1 (the start of training), where its value must be > 0, and at the other
+    :data:`SCHEDULE_CHECK_POINTS`, where it must be finite and >= 0 (a linear schedule ends at 0).
     """
     if callable(value):
         start = value(1.0)
         if isinstance(start, bool) or not isinstance(start, numbers.Real) or not math.isfinite(start) or start <= 0:
             raise ArgumentValueError(f"{name} must be > 0; the schedule {value!r} gives {start!r} at the start of training")
+        check_schedule_values(name, value)
         return
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number > 0 or a schedule (callable of progress remaining), got {value!r}")
     check_number(name, value, low=0.0, low_inclusive=False)
+
+
+def check_non_negative_or_schedule(name: str, value: Any) -> None:
+    """A coefficient that is a number >= 0 or a schedule whose values are finite and >= 0 (``ent_coef``, ...)."""
+    if callable(value):
+        check_schedule_values(name, value)
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number >= 0 or a schedule (callable of progress remaining), got {value!r}")
+    check_number(name, value, low=0.0)
 
 
 def check_bool(name: str, value: Any) -> None:
@@ -158,8 +189,9 @@ def check_ppo_arguments(arguments: dict[str, Any]) -> None:
     check_optional(check_number, "batch_size", arguments["batch_size"], low=1, integer=True)
     for name in ("gamma", "gae_lambda"):
         check_number(name, arguments[name], low=0.0, high=1.0)
+    # Coefficients may be schedules; adaptive_kl's start β must be a number (AdaptiveKLPenalty checks it).
     for name in ("ent_coef", "vf_coef", "kl_coef"):
-        check_number(name, arguments[name], low=0.0)
+        check_non_negative_or_schedule(name, arguments[name])
     check_number("max_grad_norm", arguments["max_grad_norm"], low=0.0, low_inclusive=False)
     check_positive_or_schedule("clip_range", arguments["clip_range"])
     check_optional(check_positive_or_schedule, "clip_range_vf", arguments["clip_range_vf"])
@@ -180,7 +212,7 @@ def check_ppo_arguments(arguments: dict[str, Any]) -> None:
     buffer_class = arguments.get("rollout_buffer_class")
     if buffer_class is not None and not (isinstance(buffer_class, type) and issubclass(buffer_class, RolloutBuffer)):
         raise TypeError(f"rollout_buffer_class must be a subclass of RolloutBuffer or None, got {buffer_class!r}")
-    for name in ("rollout_buffer_kwargs", "policy_kwargs"):
+    for name in ("rollout_buffer_kwargs", "policy_kwargs", "objective_kwargs"):
         if arguments.get(name) is not None and not isinstance(arguments[name], dict):
             raise TypeError(f"{name} must be a dict or None, got {arguments[name]!r}")
 

@@ -33,6 +33,7 @@ from sb3_ppo_variants.atomic import atomic_save
 from sb3_ppo_variants.checks import (
     ArgumentValueError,
     check_learn_arguments,
+    check_non_negative_or_schedule,
     check_number,
     check_policy,
     check_positive_or_schedule,
@@ -43,8 +44,9 @@ from sb3_ppo_variants.fast_path import FastPath
 from sb3_ppo_variants.fast_policy import FastActorCritic, fast_policy_unsupported_reason
 from sb3_ppo_variants.loss import Evaluation, LossCoefficients, ppo_loss
 from sb3_ppo_variants.masking import zero_invalid_rows
-from sb3_ppo_variants.objectives import SurrogateObjective, check_objective, make_objective
+from sb3_ppo_variants.objectives import SurrogateObjective, check_objective, check_objective_kwargs, make_objective
 from sb3_ppo_variants.old_policy import OldDistributions, OldPolicy
+from sb3_ppo_variants.schedules import KLAdaptiveLR, check_kl_controllers
 from sb3_ppo_variants.update import (
     FlatAdam,
     fast_minibatches,
@@ -100,7 +102,10 @@ class UpdateEngine(OnPolicyAlgorithm):
     target_kl: float | None
     kl_target: Any
     log_kl: bool
-    _initial_kl_coef: float
+    objective_kwargs: dict[str, Any]
+    ent_coef: Any  # a number or a schedule of the progress remaining (see current_coefficient)
+    vf_coef: Any
+    _initial_kl_coef: Any
 
     objective: SurrogateObjective
     #: The fast parts of the last rollout and update, and the reason for each part that fell back.
@@ -115,10 +120,18 @@ class UpdateEngine(OnPolicyAlgorithm):
         """Reject bad constructor arguments with an error naming the parameter, the value and the accepted range."""
         check_policy(cls, arguments["policy"])
         check_objective(arguments["objective"])
+        check_objective_kwargs(arguments["objective"], arguments.get("objective_kwargs"))
         check_ppo_arguments(arguments)
+        check_kl_controllers(arguments["learning_rate"], arguments["objective"])
 
     def _init_update(
-        self, objective: SurrogateObjective, kl_coef: float, kl_target: Any, log_kl: bool, normalize_advantage: bool
+        self,
+        objective: SurrogateObjective,
+        kl_coef: Any,
+        kl_target: Any,
+        log_kl: bool,
+        normalize_advantage: bool,
+        objective_kwargs: dict[str, Any] | None = None,
     ) -> None:
         """The package's own constructor arguments, after the counterpart's constructor (which built no model yet)."""
         supported = getattr(type(self), "supported_action_spaces", None)
@@ -131,9 +144,10 @@ class UpdateEngine(OnPolicyAlgorithm):
         if self.env is not None:
             check_rollout_size(self.n_steps, self.env.num_envs, self.batch_size, normalize_advantage)
         self.objective = objective
-        self._initial_kl_coef = float(kl_coef)
+        self._initial_kl_coef = kl_coef  # a number, or fixed_kl's schedule of β
         self.kl_target = kl_target
         self.log_kl = log_kl
+        self.objective_kwargs = dict(objective_kwargs or {})
 
     def _setup_model(self) -> None:
         super()._setup_model()  # the counterpart's policy, buffer and schedules
@@ -152,8 +166,13 @@ class UpdateEngine(OnPolicyAlgorithm):
                 if "foreach" in group and group["foreach"] is None:
                     group["foreach"] = True
         # A loaded model carries its objective object (with its β); a name is only left after `load(objective=...)`.
+        # Models saved before objective_kwargs existed load without it.
         self.objective = make_objective(
-            self.objective, clip_range=self.clip_range, kl_coef=self._initial_kl_coef, kl_target=self.kl_target
+            self.objective,
+            clip_range=self.clip_range,
+            kl_coef=self._initial_kl_coef,
+            kl_target=self.kl_target,
+            objective_kwargs=self.__dict__.setdefault("objective_kwargs", {}) if isinstance(self.objective, str) else None,
         )
         # Models saved before log_kl existed load without it: they keep the default.
         self.__dict__.setdefault("log_kl", False)
@@ -175,7 +194,8 @@ class UpdateEngine(OnPolicyAlgorithm):
         """Current β of the KL penalty: adapted after each update by ``"adaptive_kl"``, 0 for objectives without one."""
         objective = self.__dict__.get("objective")
         if objective is None or isinstance(objective, str):
-            return self._initial_kl_coef
+            initial = self._initial_kl_coef
+            return float(initial(1.0) if callable(initial) else initial)
         return float(objective.kl_coef)
 
     @kl_coef.setter
@@ -202,17 +222,22 @@ class UpdateEngine(OnPolicyAlgorithm):
         Load a model saved with :meth:`save` (see ``BaseAlgorithm.load``). The saved objective comes back with its
         state (β). Passing ``objective`` with the saved objective's name again, as rl-zoo does when it continues
         training a model, keeps it; a different name or an objective object replaces it, built from ``kl_coef``,
-        ``kl_target`` and ``clip_range`` (given here or saved).
+        ``kl_target`` and ``clip_range`` (given here or saved) and ``objective_kwargs`` (given here). A
+        ``KLAdaptiveLR`` given as ``learning_rate`` continues from the saved KL-adaptive rate.
         """
         objective = kwargs.pop("objective", None)
-        settings = {key: kwargs.pop(key) for key in ("kl_coef", "kl_target") if key in kwargs}
+        settings = {key: kwargs.pop(key) for key in ("kl_coef", "kl_target", "objective_kwargs") if key in kwargs}
         if objective is not None:
             check_objective(objective)
+            check_objective_kwargs(objective, settings.get("objective_kwargs"))
         if "kl_coef" in settings:
-            check_number("kl_coef", settings["kl_coef"], low=0.0)
+            check_non_negative_or_schedule("kl_coef", settings["kl_coef"])
         if "kl_target" in settings:
             check_positive_or_schedule("kl_target", settings["kl_target"])
+        learning_rate = kwargs.pop("learning_rate", None)
         model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        if learning_rate is not None:
+            model._replace_learning_rate(learning_rate)
         if objective is None or (isinstance(objective, str) and objective == model.objective.name):
             if settings:
                 warnings.warn(
@@ -221,12 +246,31 @@ class UpdateEngine(OnPolicyAlgorithm):
                     stacklevel=2,
                 )
             return model
-        model._initial_kl_coef = float(settings.get("kl_coef", model._initial_kl_coef))
+        model._initial_kl_coef = settings.get("kl_coef", model._initial_kl_coef)
         model.kl_target = settings.get("kl_target", model.kl_target)
+        # The saved objective_kwargs belong to the saved objective: a new one gets only those given here.
+        model.objective_kwargs = dict(settings.get("objective_kwargs") or {})
         model.objective = make_objective(
-            objective, clip_range=model.clip_range, kl_coef=model._initial_kl_coef, kl_target=model.kl_target
+            objective,
+            clip_range=model.clip_range,
+            kl_coef=model._initial_kl_coef,
+            kl_target=model.kl_target,
+            objective_kwargs=model.objective_kwargs,
         )
+        check_kl_controllers(model.learning_rate, model.objective)
         return model
+
+    def _replace_learning_rate(self, learning_rate: Any) -> None:
+        """
+        ``load(learning_rate=...)``: a :class:`~sb3_ppo_variants.schedules.KLAdaptiveLR` continues from the saved
+        KL-adaptive rate (rl-zoo passes the file's learning rate again when it continues training a model).
+        """
+        check_positive_or_schedule("learning_rate", learning_rate)
+        if isinstance(learning_rate, KLAdaptiveLR) and isinstance(self.learning_rate, KLAdaptiveLR):
+            learning_rate.continue_from(self.learning_rate)
+        check_kl_controllers(learning_rate, self.objective)
+        self.learning_rate = learning_rate
+        self._setup_lr_schedule()  # SB3's hook that turns learning_rate into lr_schedule
 
     def save(self, path: str | Path | Any, exclude: Any = None, include: Any = None) -> None:
         """
@@ -262,8 +306,8 @@ class UpdateEngine(OnPolicyAlgorithm):
         coefficients = LossCoefficients(
             clip_range=self.clip_range(progress_remaining),  # type: ignore[operator]
             clip_range_vf=None if self.clip_range_vf is None else self.clip_range_vf(progress_remaining),  # type: ignore[operator]
-            ent_coef=self.ent_coef,
-            vf_coef=self.vf_coef,
+            ent_coef=self.current_coefficient("ent_coef"),
+            vf_coef=self.current_coefficient("vf_coef"),
             normalize_advantage=self.normalize_advantage,
         )
         self.objective.begin_update(progress_remaining)
@@ -287,16 +331,41 @@ class UpdateEngine(OnPolicyAlgorithm):
             self._publish_fast_path()
 
         self.objective.end_update(mean_kl_value)  # type: ignore[arg-type]
+        if isinstance(self.learning_rate, KLAdaptiveLR):  # the next update's rate (SB3 applies it in train())
+            self.learning_rate.update(mean_kl_value)  # type: ignore[arg-type]
         kl_is_estimate = old_policy is not None and old_policy.kl_is_estimate
         summary = UpdateSummary(
-            coefficients.clip_range, coefficients.clip_range_vf, mean_kl_value, kl_coef, gradient_norm_value, kl_is_estimate
+            coefficients.clip_range,
+            coefficients.clip_range_vf,
+            mean_kl_value,
+            kl_coef,
+            gradient_norm_value,
+            kl_is_estimate,
+            coefficients.ent_coef,
+            coefficients.vf_coef,
         )
         record_update(self, stats, table, summary)
 
+    def current_coefficient(self, name: str) -> float:
+        """
+        The value of the loss coefficient ``name`` (``"ent_coef"``, ``"vf_coef"``) for the current progress: the
+        number itself, or its schedule evaluated at ``_current_progress_remaining``.
+
+        :raises ArgumentValueError: a schedule that gives a non-finite or negative value
+        """
+        value = getattr(self, name)
+        if callable(value):
+            value = value(self._current_progress_remaining)
+            check_number(f"{name} (schedule at progress_remaining={self._current_progress_remaining})", value, low=0.0)
+        return float(value)
+
     @property
     def _measures_kl(self) -> bool:
-        """Whether updates compute the exact KL: the objective uses it, or ``log_kl`` asks for ``train/kl``."""
-        return bool(self.objective.requires_kl) or self.log_kl
+        """
+        Whether updates compute the exact KL: the objective uses it, a :class:`~sb3_ppo_variants.schedules.KLAdaptiveLR`
+        follows it, or ``log_kl`` asks for ``train/kl``.
+        """
+        return bool(self.objective.requires_kl) or isinstance(self.learning_rate, KLAdaptiveLR) or self.log_kl
 
     def _run_epochs(self, stats: UpdateStats, old_policy: OldPolicyLike | None, coefficients: LossCoefficients) -> None:
         """The ``n_epochs`` passes of minibatch gradient steps, recording each minibatch's loss terms in ``stats``."""
@@ -434,7 +503,8 @@ class UpdateEngine(OnPolicyAlgorithm):
         if evaluation is not None:
             entropy: str | None = "needs the fast policy evaluation"
         else:
-            entropy = None if self.ent_coef == 0 else f"ent_coef = {self.ent_coef} (the entropy has a gradient)"
+            ent_coef = self.current_coefficient("ent_coef")  # this update's value (ent_coef may be a schedule)
+            entropy = None if ent_coef == 0 else f"ent_coef = {ent_coef} (the entropy has a gradient)"
         self._entropy_grad = entropy is not None
         if not self._measures_kl:
             old_policy: str | None = "no π_old: the objective uses no KL and log_kl=False"

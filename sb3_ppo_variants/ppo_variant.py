@@ -46,8 +46,9 @@ class PPOVariant(UpdateEngine, OnPolicyAlgorithm):
         remaining. ``None`` (default): no clipping. This clipping depends on the reward scaling.
     :param normalize_advantage: Whether to normalize the advantage per minibatch (note: this sets the scale of
         r·Â against which the KL penalty β·KL competes)
-    :param ent_coef: Entropy coefficient for the loss calculation
-    :param vf_coef: Value function coefficient for the loss calculation
+    :param ent_coef: Entropy coefficient for the loss calculation, a number or a function of the progress remaining
+    :param vf_coef: Value function coefficient for the loss calculation, a number or a function of the progress
+        remaining
     :param max_grad_norm: The maximum value for the gradient clipping
     :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
         instead of action noise exploration (default: False)
@@ -67,9 +68,11 @@ class PPOVariant(UpdateEngine, OnPolicyAlgorithm):
     :param device: Device (cpu, cuda, ...) on which the code should be run.
         Setting it to auto, the code will be run on the GPU if possible.
     :param objective: The surrogate objective: ``"clip"`` (L^CLIP, default), ``"adaptive_kl"`` (L^KLPEN, adaptive β),
-        ``"fixed_kl"`` (L^KLPEN, constant β), ``"none"`` (L^CPI), or an object implementing
+        ``"fixed_kl"`` (L^KLPEN, constant β), ``"none"`` (L^CPI), ``"dual_clip"`` (L^CLIP bounded below by c·Â for
+        Â < 0, Ye et al. 2020), ``"asymmetric_clip"`` (clip(r, 1 - ε_low, 1 + ε_high), DAPO 2025), or an object implementing
         :class:`~sb3_ppo_variants.objectives.SurrogateObjective` (its own settings then win over the arguments below).
-    :param kl_coef: β of ``"fixed_kl"``, and the initial β of ``"adaptive_kl"`` (the paper starts at 1). Ignored by
+    :param kl_coef: β of ``"fixed_kl"`` (a number or a function of the progress remaining), and the initial β of
+        ``"adaptive_kl"`` (a number; the paper starts at 1). Ignored by
         the other objectives. The current β is ``model.kl_coef``.
     :param kl_target: d_targ of ``"adaptive_kl"``: β is halved when the update's mean KL is below ``kl_target / 1.5``
         and doubled when above ``1.5 * kl_target``. A number or a function of the progress remaining. Ignored by the
@@ -77,6 +80,11 @@ class PPOVariant(UpdateEngine, OnPolicyAlgorithm):
     :param log_kl: Also measure and log ``train/kl`` (the exact mean KL[π_old ‖ π_θ] over the rollout after each
         update) for objectives that do not use the KL (``"clip"``, ``"none"``). Off by default: it costs a frozen copy
         of the policy and one extra actor pass over the rollout per update. KL objectives always log it.
+    :param objective_kwargs: The named objective's own parameters, passed to it (after the ``policy_kwargs``
+        convention): ``dict(dual_clip=c)`` for ``"dual_clip"`` (c > 1, default 3), ``dict(clip_range_high=ε_high)``
+        for ``"asymmetric_clip"`` (ε_high >= ``clip_range``, a number or a schedule, default 0.28). A key that repeats
+        a constructor argument (``clip_range``, ``kl_coef``, ``kl_target``) is rejected, and so is ``objective_kwargs``
+        with an objective object.
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
@@ -112,8 +120,8 @@ class PPOVariant(UpdateEngine, OnPolicyAlgorithm):
         clip_range: float | Schedule = 0.2,
         clip_range_vf: float | Schedule | None = None,
         normalize_advantage: bool = True,
-        ent_coef: float = 0.0,
-        vf_coef: float = 0.5,
+        ent_coef: float | Schedule = 0.0,
+        vf_coef: float | Schedule = 0.5,
         max_grad_norm: float = 0.5,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
@@ -127,14 +135,17 @@ class PPOVariant(UpdateEngine, OnPolicyAlgorithm):
         seed: int | None = None,
         device: th.device | str = "auto",
         objective: "str | SurrogateObjective" = "clip",
-        kl_coef: float = 1.0,
+        kl_coef: float | Schedule = 1.0,
         kl_target: float | Schedule = 0.01,
         log_kl: bool = False,
+        objective_kwargs: dict[str, Any] | None = None,
         _init_setup_model: bool = True,
     ):
         # Validate everything before SB3 creates environments or networks.
         self._check_arguments(locals())
-        built_objective = make_objective(objective, clip_range=clip_range, kl_coef=kl_coef, kl_target=kl_target)
+        built_objective = make_objective(
+            objective, clip_range=clip_range, kl_coef=kl_coef, kl_target=kl_target, objective_kwargs=objective_kwargs
+        )
         super().__init__(
             policy,  # type: ignore[arg-type]  # sb3-contrib's maskable policies are not ActorCriticPolicy subclasses
             env,
@@ -142,8 +153,8 @@ class PPOVariant(UpdateEngine, OnPolicyAlgorithm):
             n_steps=n_steps,
             gamma=gamma,
             gae_lambda=gae_lambda,
-            ent_coef=ent_coef,
-            vf_coef=vf_coef,
+            ent_coef=ent_coef,  # type: ignore[arg-type]  # a schedule too: the engine evaluates it per update
+            vf_coef=vf_coef,  # type: ignore[arg-type]
             max_grad_norm=max_grad_norm,
             use_sde=use_sde,
             sde_sample_freq=sde_sample_freq,
@@ -165,7 +176,7 @@ class PPOVariant(UpdateEngine, OnPolicyAlgorithm):
         self.clip_range_vf = clip_range_vf
         self.normalize_advantage = normalize_advantage
         self.target_kl = target_kl
-        self._init_update(built_objective, kl_coef, kl_target, log_kl, normalize_advantage)
+        self._init_update(built_objective, kl_coef, kl_target, log_kl, normalize_advantage, objective_kwargs)
 
         if _init_setup_model:
             self._setup_model()

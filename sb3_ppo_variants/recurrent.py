@@ -69,8 +69,9 @@ class RecurrentPPOVariant(UpdateEngine, RecurrentPPO):
     :param clip_range: ε of the clipped objective (number or schedule); the ``train/clip_fraction`` threshold
     :param clip_range_vf: Clipping parameter for the value function (``None``: no clipping)
     :param normalize_advantage: Whether to normalize the advantage per minibatch (over its valid samples)
-    :param ent_coef: Entropy coefficient for the loss calculation
-    :param vf_coef: Value function coefficient for the loss calculation
+    :param ent_coef: Entropy coefficient for the loss calculation, a number or a function of the progress remaining
+    :param vf_coef: Value function coefficient for the loss calculation, a number or a function of the progress
+        remaining
     :param max_grad_norm: The maximum value for the gradient clipping
     :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
     :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE (-1: once per rollout)
@@ -81,10 +82,13 @@ class RecurrentPPOVariant(UpdateEngine, RecurrentPPO):
     :param verbose: the verbosity level: 0 no output, 1 info, 2 debug
     :param seed: Seed for the pseudo random generators
     :param device: Device (cpu, cuda, ...) on which the code should be run
-    :param objective: The surrogate objective (``"clip"``, ``"adaptive_kl"``, ``"fixed_kl"``, ``"none"`` or an object)
-    :param kl_coef: β of ``"fixed_kl"``, initial β of ``"adaptive_kl"``
+    :param objective: The surrogate objective (``"clip"``, ``"adaptive_kl"``, ``"fixed_kl"``, ``"none"``,
+        ``"dual_clip"``, ``"asymmetric_clip"`` or an object)
+    :param kl_coef: β of ``"fixed_kl"`` (number or schedule), initial β of ``"adaptive_kl"`` (number)
     :param kl_target: d_targ of ``"adaptive_kl"`` (number or schedule)
     :param log_kl: also measure and log ``train/kl`` for objectives that do not use the KL
+    :param objective_kwargs: the named objective's own parameters (``dict(dual_clip=3.0)``,
+        ``dict(clip_range_high=0.28)``), see :class:`~sb3_ppo_variants.PPOVariant`
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
@@ -116,8 +120,8 @@ class RecurrentPPOVariant(UpdateEngine, RecurrentPPO):
         clip_range: float | Schedule = 0.2,
         clip_range_vf: float | Schedule | None = None,
         normalize_advantage: bool = True,
-        ent_coef: float = 0.0,
-        vf_coef: float = 0.5,
+        ent_coef: float | Schedule = 0.0,
+        vf_coef: float | Schedule = 0.5,
         max_grad_norm: float = 0.5,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
@@ -129,14 +133,17 @@ class RecurrentPPOVariant(UpdateEngine, RecurrentPPO):
         seed: int | None = None,
         device: th.device | str = "auto",
         objective: "str | SurrogateObjective" = "clip",
-        kl_coef: float = 1.0,
+        kl_coef: float | Schedule = 1.0,
         kl_target: float | Schedule = 0.01,
         log_kl: bool = False,
+        objective_kwargs: dict[str, Any] | None = None,
         _init_setup_model: bool = True,
     ):
         # Validate everything before sb3-contrib creates environments or networks.
         self._check_arguments(locals())
-        built_objective = make_objective(objective, clip_range=clip_range, kl_coef=kl_coef, kl_target=kl_target)
+        built_objective = make_objective(
+            objective, clip_range=clip_range, kl_coef=kl_coef, kl_target=kl_target, objective_kwargs=objective_kwargs
+        )
         super().__init__(
             policy,
             env,
@@ -149,8 +156,8 @@ class RecurrentPPOVariant(UpdateEngine, RecurrentPPO):
             clip_range=clip_range,
             clip_range_vf=clip_range_vf,
             normalize_advantage=normalize_advantage,
-            ent_coef=ent_coef,
-            vf_coef=vf_coef,
+            ent_coef=ent_coef,  # type: ignore[arg-type]  # a schedule too: the engine evaluates it per update
+            vf_coef=vf_coef,  # type: ignore[arg-type]
             max_grad_norm=max_grad_norm,
             use_sde=use_sde,
             sde_sample_freq=sde_sample_freq,
@@ -163,7 +170,7 @@ class RecurrentPPOVariant(UpdateEngine, RecurrentPPO):
             device=device,
             _init_setup_model=False,
         )
-        self._init_update(built_objective, kl_coef, kl_target, log_kl, normalize_advantage)
+        self._init_update(built_objective, kl_coef, kl_target, log_kl, normalize_advantage, objective_kwargs)
         if _init_setup_model:
             self._setup_model()
 

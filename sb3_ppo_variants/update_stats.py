@@ -84,12 +84,14 @@ class UpdateSummary(NamedTuple):
     kl_coef: float
     gradient_norm: float
     kl_is_estimate: bool
+    ent_coef: float
+    vf_coef: float
 
 
 def record_update(model: Any, stats: UpdateStats, table: np.ndarray, summary: UpdateSummary) -> None:
     """
     Log one update: SB3 PPO's ``train/*`` keys with the same meaning, then the package's (``train/kl``,
-    ``train/kl_coef``, ``train/grad_norm``, the objective's own logs).
+    ``train/kl_coef``, ``train/ent_coef``, ``train/vf_coef``, ``train/grad_norm``, the objective's own logs).
 
     :param model: the algorithm (its logger, rollout buffer, policy, update count and objective)
     :param stats: the update's minibatch terms
@@ -114,6 +116,8 @@ def record_update(model: Any, stats: UpdateStats, table: np.ndarray, summary: Up
     if summary.mean_kl is not None:
         logger.record("train/kl", summary.mean_kl)
     logger.record("train/kl_coef", summary.kl_coef)
+    logger.record("train/ent_coef", summary.ent_coef)
+    logger.record("train/vf_coef", summary.vf_coef)
     logger.record("train/grad_norm", summary.gradient_norm)
     for name, value in model.objective.logs().items():
         logger.record(f"train/{name}", value)

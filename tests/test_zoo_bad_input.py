@@ -18,6 +18,14 @@ BAD_TRAIN_ARGUMENTS = [
     (["--hyperparams", "objective:'adaptive_kl'", "kl_coef:0.0"], ["kl_coef", "0.0", "[0.0001, 10000]"]),
     (["--hyperparams", "kl_targt:0.02"], ["unknown hyperparameter 'kl_targt'", "did you mean 'kl_target'", "ppo_variant.yml"]),
     (["--hyperparams", "seed:3"], ["'seed'", "--seed"]),
+    (["--hyperparams", "learning_rate:'kl_adaptive_3e-4'"], ["learning_rate='kl_adaptive_3e-4'", "<kl_target>"]),
+    (["--hyperparams", "learning_rate:'kl_adaptive_3e-4_0'"], ["kl_target must be > 0, got 0.0"]),
+    (
+        ["--hyperparams", "objective:'dual_clip'", 'objective_kwargs:"dict(c=3.0)"'],
+        ["unknown key 'c' for objective 'dual_clip'", "'dual_clip'"],
+    ),
+    (["--hyperparams", "objective:'dual_clip'", 'objective_kwargs:"dict(dual_clip=1)"'], ["dual_clip must be > 1"]),
+    (["--hyperparams", "ent_coef:'exp_0.01'"], ["ent_coef='exp_0.01'", "lin_<initial value>"]),
     (["--env", "CartPol-v1"], ["--env CartPol-v1", "unknown environment id", "'CartPole-v1'"]),
 ]
 

@@ -126,3 +126,30 @@ def test_objective_and_schedules_from_the_command_line(tmp_path, hyperparams, ob
     assert model.objective.name == objective
     assert model.kl_coef == kl_coef
     assert model.lr_schedule(0.5) == pytest.approx(halfway_learning_rate)  # the YAML's 1e-3, or lin_1e-3
+
+
+@pytest.mark.parametrize(
+    "hyperparams",
+    [
+        {"objective": "dual_clip", "objective_kwargs": "dict(dual_clip=2.5)"},
+        {"objective": "asymmetric_clip", "objective_kwargs": "dict(clip_range_high='lin_0.3')", "clip_range": "lin_0.1"},
+        {"learning_rate": "kl_adaptive_3e-4_0.02"},
+        {"objective": "fixed_kl", "kl_coef": "lin_2", "ent_coef": "lin_0.01", "vf_coef": "lin_0.5"},
+    ],
+    ids=["dual_clip", "asymmetric_clip", "kl_adaptive_lr", "coefficient_schedules"],
+)
+def test_variant_yaml_forms(tmp_path, hyperparams):
+    experiment = manager("Pendulum-v1", tmp_path, **hyperparams)
+    raw, _ = experiment.read_hyperparameters()
+    processed, *_ = experiment._preprocess_hyperparams(raw)
+    model = PPOVariant(env="Pendulum-v1", device="cpu", **processed)
+    if "objective_kwargs" in hyperparams:
+        assert model.objective.name == hyperparams["objective"]
+    if hyperparams.get("objective") == "dual_clip":
+        assert model.objective.dual_clip == 2.5
+    if hyperparams.get("objective") == "asymmetric_clip":
+        assert model.objective.clip_range_high(0.5) == pytest.approx(0.15)
+    if "learning_rate" in hyperparams:
+        assert model.learning_rate.kl_target == 0.02 and model.lr_schedule(0.5) == 3e-4
+    if "ent_coef" in hyperparams:
+        assert (model.ent_coef(0.5), model.vf_coef(0.5), model.objective.kl_coef_schedule(0.5)) == (0.005, 0.25, 1.0)

@@ -11,7 +11,14 @@ from optuna.trial import FixedTrial, TrialState
 
 from sb3_ppo_variants.zoo import PPOVariantExperimentManager, ZooConfigError, register
 from sb3_ppo_variants.zoo.__main__ import main
-from sb3_ppo_variants.zoo.sampler import KL_COEF_RANGE, KL_TARGET_RANGE, PAPER_OBJECTIVES, sample_ppo_variant_params
+from sb3_ppo_variants.zoo.sampler import (
+    KL_COEF_RANGE,
+    KL_TARGET_RANGE,
+    OBJECTIVE_CHOICES_ATTR,
+    PAPER_OBJECTIVES,
+    VARIANT_OBJECTIVES,
+    sample_ppo_variant_params,
+)
 
 #: rl-zoo's PPO search space (sample_ppo_params) at fixed values
 PPO_PARAMS = dict(
@@ -31,13 +38,26 @@ PPO_PARAMS = dict(
 
 @pytest.mark.parametrize(
     "objective, own_params",
-    [("clip", {}), ("adaptive_kl", {"kl_target": 0.02}), ("fixed_kl", {"kl_coef": 3.0}), ("none", {})],
+    [
+        ("clip", {}),
+        ("adaptive_kl", {"kl_target": 0.02}),
+        ("fixed_kl", {"kl_coef": 3.0}),
+        ("none", {}),
+        ("dual_clip", {"dual_clip": 2.0}),
+        ("asymmetric_clip", {"clip_range_high_delta": 0.05}),
+    ],
 )
 def test_sampler_samples_the_objective_and_its_parameters(objective, own_params):
-    hyperparams = sample_ppo_variant_params(FixedTrial({"objective": objective, **own_params, **PPO_PARAMS}), 1, 1, {})
+    trial = FixedTrial({"objective": objective, **own_params, **PPO_PARAMS})
+    # the newer objectives are sampled when --hyperparams objective:[...] lists them (the experiment sets this)
+    trial.set_user_attr(OBJECTIVE_CHOICES_ATTR, [*PAPER_OBJECTIVES, *VARIANT_OBJECTIVES])
+    hyperparams = sample_ppo_variant_params(trial, 1, 1, {})
     assert hyperparams["objective"] == objective
     for name in ("kl_target", "kl_coef"):
         assert hyperparams.get(name) == own_params.get(name)
+    # the flat Optuna parameters of the newer objectives become objective_kwargs (ε_high = ε_low + the delta)
+    expected_kwargs = {"dual_clip": {"dual_clip": 2.0}, "asymmetric_clip": {"clip_range_high": pytest.approx(0.35)}}
+    assert hyperparams.get("objective_kwargs") == expected_kwargs.get(objective)
     # rl-zoo's PPO parameters, converted as for PPO
     assert hyperparams["clip_range"] == 0.3 and hyperparams["n_steps"] == 256 and hyperparams["batch_size"] == 64
     assert hyperparams["gamma"] == pytest.approx(0.99)

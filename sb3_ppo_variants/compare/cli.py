@@ -24,8 +24,10 @@ at a timestep budget; write one result file per run, a CSV, a Markdown report wi
 and plots. Rerunning the same command skips the finished runs; --report-only rebuilds the report.
 
 Objective specs: clip:<epsilon>, adaptive_kl:<d_targ>, fixed_kl:<beta>, none (e.g. clip:0.2 adaptive_kl:0.01 fixed_kl:1
-none). clip and adaptive_kl also take an rl-zoo schedule (clip:lin_0.2); a bare name keeps the hyperparameter file's
-value. Envs: Gymnasium ids, or module:EnvId (the module is imported first; see also --gym-packages).
+none), dual_clip:<epsilon>[,<c>], asymmetric_clip:<epsilon_low>[,<epsilon_high>]; any but adaptive_kl + kl_lr:<d_targ>
+for a KL-adaptive learning rate (clip:0.2+kl_lr:0.01). All but fixed_kl also take an rl-zoo schedule (clip:lin_0.2); a
+bare name keeps the hyperparameter file's value. Envs: Gymnasium ids, or module:EnvId (the module is imported first; see
+also --gym-packages).
 Presets: {presets}.
 """
 

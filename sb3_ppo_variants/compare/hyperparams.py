@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from sb3_ppo_variants.compare.specs import SPEC_PARAMETERS, Method, RunSpec, StudyError
+from sb3_ppo_variants.compare.specs import Method, RunSpec, StudyError, apply_method
 from sb3_ppo_variants.zoo.adapter import REGISTRY
 from sb3_ppo_variants.zoo.exp_manager import zoo_hyperparams_file
 
@@ -23,7 +23,7 @@ SHARED_KEYS = tuple(
     "policy policy_kwargs gamma gae_lambda use_sde sde_sample_freq".split()
 )
 #: PPOVariant's own arguments, which SB3 PPO does not accept.
-VARIANT_ONLY_KEYS = ("objective", "kl_coef", "kl_target", "log_kl")
+VARIANT_ONLY_KEYS = ("objective", "kl_coef", "kl_target", "log_kl", "objective_kwargs")
 #: Prefix of ``--hyperparams`` values that name a file shipped with the installed rl_zoo3 (``rl_zoo3:ppo``).
 ZOO_PREFIX = "rl_zoo3:"
 
@@ -97,10 +97,7 @@ def method_hyperparams(entry: dict[str, Any], method: Method, env_id: str, varia
     hyperparams = copy.deepcopy(entry)
     hyperparams.pop("n_timesteps", None)
     if not method.is_baseline:
-        hyperparams["objective"] = method.objective
-        if method.value is not None:
-            assert method.objective is not None
-            hyperparams[SPEC_PARAMETERS[method.objective][0]] = method.value
+        apply_method(hyperparams, method)
         return hyperparams
     for key in VARIANT_ONLY_KEYS:
         hyperparams.pop(key, None)

@@ -66,8 +66,9 @@ class MaskableRecurrentPPOVariant(RecurrentPPOVariant):
     :param clip_range: ε of the clipped objective (number or schedule); the ``train/clip_fraction`` threshold
     :param clip_range_vf: Clipping parameter for the value function (``None``: no clipping)
     :param normalize_advantage: Whether to normalize the advantage per minibatch (over its valid samples)
-    :param ent_coef: Entropy coefficient for the loss calculation
-    :param vf_coef: Value function coefficient for the loss calculation
+    :param ent_coef: Entropy coefficient for the loss calculation, a number or a function of the progress remaining
+    :param vf_coef: Value function coefficient for the loss calculation, a number or a function of the progress
+        remaining
     :param max_grad_norm: The maximum value for the gradient clipping
     :param use_sde: Accepted for ``RecurrentPPO``'s signature; must be False (masked distributions are discrete)
     :param sde_sample_freq: Accepted for ``RecurrentPPO``'s signature; unused
@@ -78,10 +79,13 @@ class MaskableRecurrentPPOVariant(RecurrentPPOVariant):
     :param verbose: the verbosity level: 0 no output, 1 info, 2 debug
     :param seed: Seed for the pseudo random generators
     :param device: Device (cpu, cuda, ...) on which the code should be run
-    :param objective: The surrogate objective (``"clip"``, ``"adaptive_kl"``, ``"fixed_kl"``, ``"none"`` or an object)
-    :param kl_coef: β of ``"fixed_kl"``, initial β of ``"adaptive_kl"``
+    :param objective: The surrogate objective (``"clip"``, ``"adaptive_kl"``, ``"fixed_kl"``, ``"none"``,
+        ``"dual_clip"``, ``"asymmetric_clip"`` or an object)
+    :param kl_coef: β of ``"fixed_kl"`` (number or schedule), initial β of ``"adaptive_kl"`` (number)
     :param kl_target: d_targ of ``"adaptive_kl"`` (number or schedule)
     :param log_kl: also measure and log ``train/kl`` for objectives that do not use the KL
+    :param objective_kwargs: the named objective's own parameters (``dict(dual_clip=3.0)``,
+        ``dict(clip_range_high=0.28)``), see :class:`~sb3_ppo_variants.PPOVariant`
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
@@ -112,8 +116,8 @@ class MaskableRecurrentPPOVariant(RecurrentPPOVariant):
         clip_range: float | Schedule = 0.2,
         clip_range_vf: float | Schedule | None = None,
         normalize_advantage: bool = True,
-        ent_coef: float = 0.0,
-        vf_coef: float = 0.5,
+        ent_coef: float | Schedule = 0.0,
+        vf_coef: float | Schedule = 0.5,
         max_grad_norm: float = 0.5,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
@@ -125,9 +129,10 @@ class MaskableRecurrentPPOVariant(RecurrentPPOVariant):
         seed: int | None = None,
         device: th.device | str = "auto",
         objective: "str | SurrogateObjective" = "clip",
-        kl_coef: float = 1.0,
+        kl_coef: float | Schedule = 1.0,
         kl_target: float | Schedule = 0.01,
         log_kl: bool = False,
+        objective_kwargs: dict[str, Any] | None = None,
         _init_setup_model: bool = True,
     ):
         if use_sde:
@@ -162,6 +167,7 @@ class MaskableRecurrentPPOVariant(RecurrentPPOVariant):
             kl_coef=kl_coef,
             kl_target=kl_target,
             log_kl=log_kl,
+            objective_kwargs=objective_kwargs,
             _init_setup_model=_init_setup_model,
         )
 

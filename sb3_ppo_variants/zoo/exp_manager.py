@@ -8,12 +8,14 @@ import inspect
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import sqlalchemy.exc
 from rl_zoo3.utils import SimpleLinearSchedule
 
 from sb3_ppo_variants.ppo_variant import PPOVariant
+from sb3_ppo_variants.schedules import KLAdaptiveLR
 from sb3_ppo_variants.zoo.adapter import ZooConfigError
 
 #: Name of the algorithm in rl-zoo (``--algo ppo_variant``).
@@ -34,8 +36,12 @@ def default_hyperparams_file(algo: str) -> Path:
     return DEFAULT_HYPERPARAMS_FILE.with_name(f"{algo}.yml")
 
 
-#: Keys taking rl-zoo's ``lin_<start>`` schedule strings: rl-zoo's own and PPOVariant's schedulable d_targ.
-SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf", "delta_std", "kl_target")
+#: Keys taking rl-zoo's ``lin_<start>`` schedule strings: rl-zoo's own and the variants' schedulable ones.
+SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf", "delta_std", "kl_target", "ent_coef", "vf_coef", "kl_coef")
+#: The keys of SCHEDULE_KEYS that rl-zoo does not convert itself (converted here).
+VARIANT_SCHEDULE_KEYS = ("kl_target", "ent_coef", "vf_coef", "kl_coef")
+#: YAML form of a KL-adaptive learning rate: ``kl_adaptive_<initial rate>_<kl_target>``.
+KL_ADAPTIVE_PREFIX = "kl_adaptive_"
 #: Keys rl-zoo reads itself (they never reach the algorithm's constructor).
 ZOO_KEYS = (
     "callback",
@@ -69,6 +75,55 @@ def schedule_from_string(key: str, value: str) -> SimpleLinearSchedule:
         raise ZooConfigError(
             f"{key}={value!r} is not valid: use a number or a linear schedule 'lin_<initial value>', e.g. 'lin_0.001'"
         ) from None
+
+
+def kl_adaptive_lr_from_string(value: str) -> KLAdaptiveLR:
+    """``kl_adaptive_<initial>_<kl_target>`` (e.g. ``kl_adaptive_3e-4_0.01``) as a :class:`KLAdaptiveLR`."""
+    parts = value.removeprefix(KL_ADAPTIVE_PREFIX).split("_")
+    try:
+        initial, kl_target = (float(part) for part in parts)
+    except ValueError:
+        raise ZooConfigError(
+            f"learning_rate={value!r} is not valid: use '{KL_ADAPTIVE_PREFIX}<initial rate>_<kl_target>', "
+            f"e.g. '{KL_ADAPTIVE_PREFIX}3e-4_0.01'"
+        ) from None
+    try:
+        return KLAdaptiveLR(initial, kl_target=kl_target)
+    except (TypeError, ValueError) as error:
+        raise ZooConfigError(f"learning_rate={value!r} is not valid: {error}") from error
+
+
+def convert_variant_hyperparams(hyperparams: dict[str, Any]) -> dict[str, Any]:
+    """
+    Convert (in place) the YAML forms rl-zoo does not know: the variants' ``lin_`` schedules, a KL-adaptive
+    ``learning_rate`` and an ``objective_kwargs`` string; check rl-zoo's own schedule strings.
+
+    :return: the converted values rl-zoo would reject (``learning_rate``), removed from ``hyperparams`` until rl-zoo's
+        pre-processing is done
+    """
+    held: dict[str, Any] = {}
+    learning_rate = hyperparams.get("learning_rate")
+    if isinstance(learning_rate, str) and learning_rate.startswith(KL_ADAPTIVE_PREFIX):
+        held["learning_rate"] = kl_adaptive_lr_from_string(learning_rate)
+    elif isinstance(learning_rate, KLAdaptiveLR):
+        held["learning_rate"] = learning_rate
+    if held:
+        del hyperparams["learning_rate"]
+    for key in SCHEDULE_KEYS:
+        if isinstance(hyperparams.get(key), str):
+            schedule = schedule_from_string(key, hyperparams[key])
+            if key in VARIANT_SCHEDULE_KEYS:
+                hyperparams[key] = schedule
+    objective_kwargs = hyperparams.get("objective_kwargs")
+    if isinstance(objective_kwargs, str):
+        # As rl-zoo evaluates policy_kwargs (the YAML file is trusted code).
+        objective_kwargs = eval(objective_kwargs)
+    if isinstance(objective_kwargs, dict):
+        hyperparams["objective_kwargs"] = {
+            key: schedule_from_string(f"objective_kwargs[{key!r}]", value) if isinstance(value, str) else value
+            for key, value in objective_kwargs.items()
+        }
+    return held
 
 
 def prepare_storage(storage: str, attempts: int = 10) -> None:

@@ -9,8 +9,10 @@ and callback wrappers.
 
 - ``__init__``: the default hyperparameter file is the one shipped in this package (rl-zoo looks for
   ``rl_zoo3/hyperparams/<algo>.yml``); the objectives an optimisation samples from;
-- ``_preprocess_hyperparams``: ``kl_target`` accepts rl-zoo's ``lin_<start>`` schedule strings like ``learning_rate``
-  and ``clip_range``, a malformed schedule string is reported by name, and the hyperparameters are checked against
+- ``_preprocess_hyperparams``: ``kl_target``, ``ent_coef``, ``vf_coef`` and ``kl_coef`` accept rl-zoo's ``lin_<start>``
+  schedule strings like ``learning_rate`` and ``clip_range``, ``learning_rate: kl_adaptive_<initial>_<kl_target>`` is a
+  ``KLAdaptiveLR``, ``objective_kwargs`` strings are evaluated as ``policy_kwargs`` is, a malformed schedule string is
+  reported by name, and the hyperparameters are checked against
   the algorithm's constructor before rl-zoo creates the run folder or any env (registered algorithms only);
 - ``setup_experiment``: a run that fails while being set up leaves no half-made run folder; with ``-optimize`` the
   storage's tables are created first and the study's objective choices are checked;
@@ -53,13 +55,12 @@ from sb3_ppo_variants.zoo.adapter import (
 )
 from sb3_ppo_variants.zoo.evaluation import MaskedEvalCallback, MaskedPredictor, MaskedTrialEvalCallback, check_action_masks
 from sb3_ppo_variants.zoo.exp_manager import (
-    SCHEDULE_KEYS,
     ZOO_CONSTRUCTOR_ARGS,
     ZOO_KEYS,
     accepted_hyperparameters,
+    convert_variant_hyperparams,
     default_hyperparams_file,
     prepare_storage,
-    schedule_from_string,
 )
 from sb3_ppo_variants.zoo.sampler import OBJECTIVE_CHOICES_ATTR, PAPER_OBJECTIVES
 
@@ -184,15 +185,14 @@ class PPOVariantExperimentManager(ExperimentManager):
         self, hyperparams: dict[str, Any]
     ) -> tuple[dict[str, Any], Callable | None, list[BaseCallback], Callable | None]:
         # rl-zoo 2.9.2 converts the schedule strings of its own keys only, and has no hook between reading the
-        # hyperparameters and passing them to the constructor: kl_target's strings and the check go here.
+        # hyperparameters and passing them to the constructor: the variants' own schedules, a KL-adaptive rate,
+        # objective_kwargs strings and the check go here.
+        held: dict[str, Any] = {}
         if self.algo in REGISTRY:
-            # Schedule strings, checked (rl-zoo converts its own keys afterwards); d_targ's converted here.
-            for key in SCHEDULE_KEYS:
-                if isinstance(hyperparams.get(key), str):
-                    schedule = schedule_from_string(key, hyperparams[key])
-                    if key == "kl_target":
-                        hyperparams[key] = schedule
+            # Schedule strings, checked (rl-zoo converts its own keys afterwards); the variants' converted here.
+            held = convert_variant_hyperparams(hyperparams)
         hyperparams, env_wrapper, callbacks, vec_env_wrapper = super()._preprocess_hyperparams(hyperparams)
+        hyperparams.update(held)
         if self.algo in REGISTRY:
             self.check_hyperparameters(hyperparams)
         return hyperparams, env_wrapper, callbacks, vec_env_wrapper

@@ -12,6 +12,12 @@ PAPER_OBJECTIVES = ("clip", "adaptive_kl", "fixed_kl", "none")
 KL_COEF_RANGE = (0.1, 10.0)
 #: Log-uniform range of d_targ for ``adaptive_kl`` (the paper tried 0.003, 0.01, 0.03).
 KL_TARGET_RANGE = (0.001, 0.05)
+#: Objectives since the paper, sampled when ``--hyperparams objective:...`` lists them.
+VARIANT_OBJECTIVES = ("dual_clip", "asymmetric_clip")
+#: Uniform range of c for ``dual_clip`` (Ye et al. 2020 use 3).
+DUAL_CLIP_RANGE = (1.5, 5.0)
+#: Uniform range of ε_high - ε_low for ``asymmetric_clip`` (DAPO: 0.28 - 0.2 = 0.08).
+CLIP_RANGE_HIGH_DELTA_RANGE = (0.0, 0.2)
 #: rl-zoo's sampler signature: (trial, n_actions, n_envs, additional_args) -> hyperparameters.
 Sampler = Callable[[optuna.Trial, int, int, dict], dict[str, Any]]
 #: Trial user attribute holding the objectives a trial may sample (set by the experiment manager).
@@ -26,8 +32,10 @@ def objective_sampler(sample_base_params: Sampler) -> Sampler:
     Samples ``objective`` among the trial's ``objective_choices`` user attribute (default: the paper's four), then the
     base algorithm's parameters (for PPO: n_steps, batch_size, γ, λ, learning rate, entropy coefficient,
     ε = ``clip_range``, epochs, gradient clipping, network), then the objective's own parameter: d_targ
-    (``kl_target``) for ``adaptive_kl``, β (``kl_coef``) for ``fixed_kl``. ε only matters for ``clip`` (for the
-    others it is the threshold of the ``train/clip_fraction`` diagnostic).
+    (``kl_target``) for ``adaptive_kl``, β (``kl_coef``) for ``fixed_kl``, c (Optuna parameter ``dual_clip``) for
+    ``dual_clip`` and ε_high - ε_low (``clip_range_high_delta``) for ``asymmetric_clip``; the last two are passed as
+    ``objective_kwargs``. ε is the clipped objectives' (ε_low of ``asymmetric_clip``); for the others it is the
+    threshold of the ``train/clip_fraction`` diagnostic.
     """
 
     def sample(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
@@ -39,6 +47,11 @@ def objective_sampler(sample_base_params: Sampler) -> Sampler:
             hyperparams["kl_target"] = trial.suggest_float("kl_target", *KL_TARGET_RANGE, log=True)
         elif objective == "fixed_kl":
             hyperparams["kl_coef"] = trial.suggest_float("kl_coef", *KL_COEF_RANGE, log=True)
+        elif objective == "dual_clip":
+            hyperparams["objective_kwargs"] = {"dual_clip": trial.suggest_float("dual_clip", *DUAL_CLIP_RANGE)}
+        elif objective == "asymmetric_clip":
+            delta = trial.suggest_float("clip_range_high_delta", *CLIP_RANGE_HIGH_DELTA_RANGE)
+            hyperparams["objective_kwargs"] = {"clip_range_high": hyperparams.get("clip_range", 0.2) + delta}
         return hyperparams
 
     sample.__doc__ = f"rl-zoo sampler: the objective and its parameter, then {sample_base_params.__name__}."
