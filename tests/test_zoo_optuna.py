@@ -12,9 +12,11 @@ from optuna.trial import FixedTrial, TrialState
 from sb3_ppo_variants.zoo import PPOVariantExperimentManager, ZooConfigError, register
 from sb3_ppo_variants.zoo.__main__ import main
 from sb3_ppo_variants.zoo.sampler import (
+    CLIP_RANGE_HIGH_DELTA_RANGE,
+    DEFAULT_OBJECTIVES,
+    DUAL_CLIP_RANGE,
     KL_COEF_RANGE,
     KL_TARGET_RANGE,
-    OBJECTIVE_CHOICES_ATTR,
     PAPER_OBJECTIVES,
     VARIANT_OBJECTIVES,
     sample_ppo_variant_params,
@@ -49,8 +51,6 @@ PPO_PARAMS = dict(
 )
 def test_sampler_samples_the_objective_and_its_parameters(objective, own_params):
     trial = FixedTrial({"objective": objective, **own_params, **PPO_PARAMS})
-    # the newer objectives are sampled when --hyperparams objective:[...] lists them (the experiment sets this)
-    trial.set_user_attr(OBJECTIVE_CHOICES_ATTR, [*PAPER_OBJECTIVES, *VARIANT_OBJECTIVES])
     hyperparams = sample_ppo_variant_params(trial, 1, 1, {})
     assert hyperparams["objective"] == objective
     for name in ("kl_target", "kl_coef"):
@@ -76,8 +76,14 @@ def test_sampler_search_space():
             assert KL_TARGET_RANGE[0] <= hyperparams["kl_target"] <= KL_TARGET_RANGE[1]
         if hyperparams["objective"] == "fixed_kl":
             assert KL_COEF_RANGE[0] <= hyperparams["kl_coef"] <= KL_COEF_RANGE[1]
+        if hyperparams["objective"] == "dual_clip":
+            assert DUAL_CLIP_RANGE[0] <= hyperparams["objective_kwargs"]["dual_clip"] <= DUAL_CLIP_RANGE[1]
+        if hyperparams["objective"] == "asymmetric_clip":
+            delta = hyperparams["objective_kwargs"]["clip_range_high"] - hyperparams["clip_range"]
+            assert CLIP_RANGE_HIGH_DELTA_RANGE[0] <= delta <= CLIP_RANGE_HIGH_DELTA_RANGE[1] + 1e-12
         study.tell(trial, 0.0)
-    assert seen == set(PAPER_OBJECTIVES)
+    # by default every built-in objective is sampled: the paper's four and the variants since
+    assert seen == set(DEFAULT_OBJECTIVES) == {*PAPER_OBJECTIVES, *VARIANT_OBJECTIVES}
 
 
 @pytest.mark.slow
@@ -95,7 +101,7 @@ def test_two_workers_fill_one_sqlite_study(tmp_path):
     pids = sorted(int(trial.user_attrs["worker"].rsplit(":", 1)[1]) for trial in trials)
     assert pids == sorted(2 * [worker.pid for worker in workers])
     for trial in trials:
-        assert trial.params["objective"] in PAPER_OBJECTIVES
+        assert trial.params["objective"] in DEFAULT_OBJECTIVES
         assert ("kl_target" in trial.params) == (trial.params["objective"] == "adaptive_kl")
         assert ("kl_coef" in trial.params) == (trial.params["objective"] == "fixed_kl")
 
@@ -142,7 +148,7 @@ def test_objective_fixed_on_the_command_line(tmp_path, capsys, kind):
 
 @pytest.mark.parametrize(
     "objective, choices",
-    [(None, list(PAPER_OBJECTIVES)), ("fixed_kl", ["fixed_kl"]), (["adaptive_kl", "fixed_kl"], ["adaptive_kl", "fixed_kl"])],
+    [(None, list(DEFAULT_OBJECTIVES)), ("fixed_kl", ["fixed_kl"]), (["adaptive_kl", "fixed_kl"], ["adaptive_kl", "fixed_kl"])],
 )
 def test_command_line_objective_sets_the_choices(tmp_path, objective, choices):
     custom = None if objective is None else {"objective": objective}

@@ -23,7 +23,7 @@ import sqlalchemy
 from conftest import optimize, wait
 from optuna.trial import TrialState
 
-from sb3_ppo_variants.zoo.sampler import PAPER_OBJECTIVES
+from sb3_ppo_variants.zoo.sampler import DEFAULT_OBJECTIVES
 
 #: a password with characters that the URL must percent-encode, as docs/zoo.md says
 USER, PASSWORD, DATABASE = "optuna", "s3cret@pass/word", "ppo_variant_optuna"
@@ -171,4 +171,4 @@ def test_two_workers_fill_one_postgres_study(postgres, tmp_path):
     # Each trial records the worker that ran it: both workers contributed two.
     pids = sorted(int(trial.user_attrs["worker"].rsplit(":", 1)[1]) for trial in trials)
     assert pids == sorted(2 * [worker.pid for worker in workers])
-    assert all(trial.params["objective"] in PAPER_OBJECTIVES for trial in trials)
+    assert all(trial.params["objective"] in DEFAULT_OBJECTIVES for trial in trials)

@@ -62,7 +62,7 @@ from sb3_ppo_variants.zoo.exp_manager import (
     default_hyperparams_file,
     prepare_storage,
 )
-from sb3_ppo_variants.zoo.sampler import OBJECTIVE_CHOICES_ATTR, PAPER_OBJECTIVES
+from sb3_ppo_variants.zoo.sampler import DEFAULT_OBJECTIVES, OBJECTIVE_CHOICES_ATTR
 
 
 @contextmanager
@@ -105,9 +105,9 @@ class PPOVariantExperimentManager(ExperimentManager):
         config = inspect.signature(ExperimentManager.__init__).bind(self, *args, **kwargs).arguments.get("config")
         if config is None and self.algo in variant_keys():
             self.config = str(default_hyperparams_file(self.algo))
-        # Objectives an optimisation samples from: all of the paper's unless the command line fixes some.
+        # Objectives an optimisation samples from: every built-in one unless the command line fixes some.
         fixed = (self.custom_hyperparams or {}).get("objective")
-        self.objective_choices: list[Any] = list(PAPER_OBJECTIVES)
+        self.objective_choices: list[Any] = list(DEFAULT_OBJECTIVES)
         if self.algo in variant_keys() and self.optimize_hyperparameters and fixed is not None:
             self.objective_choices = list(fixed) if isinstance(fixed, (list, tuple)) else [fixed]
 

@@ -6,14 +6,16 @@ from typing import Any
 import optuna
 from rl_zoo3.hyperparams_opt import sample_ppo_lstm_params, sample_ppo_params
 
-#: Objectives sampled by default: the four of the paper's Table 1.
+#: The four objectives of the paper's Table 1.
 PAPER_OBJECTIVES = ("clip", "adaptive_kl", "fixed_kl", "none")
 #: Log-uniform range of β for ``fixed_kl`` (the paper tried 0.3, 1, 3, 10).
 KL_COEF_RANGE = (0.1, 10.0)
 #: Log-uniform range of d_targ for ``adaptive_kl`` (the paper tried 0.003, 0.01, 0.03).
 KL_TARGET_RANGE = (0.001, 0.05)
-#: Objectives since the paper, sampled when ``--hyperparams objective:...`` lists them.
+#: Objectives since the paper.
 VARIANT_OBJECTIVES = ("dual_clip", "asymmetric_clip")
+#: Objectives sampled unless ``--hyperparams objective:...`` fixes some: every built-in one.
+DEFAULT_OBJECTIVES = PAPER_OBJECTIVES + VARIANT_OBJECTIVES
 #: Uniform range of c for ``dual_clip`` (Ye et al. 2020 use 3).
 DUAL_CLIP_RANGE = (1.5, 5.0)
 #: Uniform range of ε_high - ε_low for ``asymmetric_clip`` (DAPO: 0.28 - 0.2 = 0.08).
@@ -29,7 +31,7 @@ def objective_sampler(sample_base_params: Sampler) -> Sampler:
     An rl-zoo sampler for a variant of this package: the objective and its parameter, then ``sample_base_params``
     (the sampler of the algorithm the variant extends).
 
-    Samples ``objective`` among the trial's ``objective_choices`` user attribute (default: the paper's four), then the
+    Samples ``objective`` among the trial's ``objective_choices`` user attribute (default: the six built-in objectives), then the
     base algorithm's parameters (for PPO: n_steps, batch_size, γ, λ, learning rate, entropy coefficient,
     ε = ``clip_range``, epochs, gradient clipping, network), then the objective's own parameter: d_targ
     (``kl_target``) for ``adaptive_kl``, β (``kl_coef``) for ``fixed_kl``, c (Optuna parameter ``dual_clip``) for
@@ -39,7 +41,7 @@ def objective_sampler(sample_base_params: Sampler) -> Sampler:
     """
 
     def sample(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
-        choices = list(trial.user_attrs.get(OBJECTIVE_CHOICES_ATTR, PAPER_OBJECTIVES))
+        choices = list(trial.user_attrs.get(OBJECTIVE_CHOICES_ATTR, DEFAULT_OBJECTIVES))
         objective = trial.suggest_categorical("objective", choices)
         hyperparams = sample_base_params(trial, n_actions, n_envs, additional_args)
         hyperparams["objective"] = objective
