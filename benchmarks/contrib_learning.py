@@ -3,11 +3,11 @@ Learning quality of MaskablePPOVariant and RecurrentPPOVariant (every objective)
 RecurrentPPO, same hyperparameters and seeds, all in one run.
 
     python benchmarks/contrib_learning.py [--suite maskable|recurrent|all] [--workers 2] [--seeds 3] [--budget-scale 1]
-        [--envs NAME ...]
+        [--envs NAME ...] [--cache FOLDER]
 
 maskable: InvalidActionEnvDiscrete(dim=40, n_invalid_actions=30) with MaskablePPO's defaults, and Taxi-v4 with its
 info["action_mask"] (InfoActionMasker). recurrent: CartPoleNoVel-v1 and PendulumNoVel-v1 with rl-zoo's ppo_lstm.yml
-hyperparameters (VecNormalize as rl-zoo), budgets cut for a shared 2-core machine (same budget for every variant).
+hyperparameters and budget (100k steps; VecNormalize as rl-zoo). Every variant gets the same budget.
 The figure of a run is its mean deterministic evaluation return over 10 episodes after training (with the action
 masks for the maskable suite; unnormalised returns from the Monitor wrapper). Target: the clip objective equal to
 sb3-contrib's algorithm seed by seed (identical or float noise), KL objectives within noise.
@@ -15,14 +15,19 @@ sb3-contrib's algorithm seed by seed (identical or float noise), KL objectives w
 
 import argparse
 import itertools
+import pickle
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch as th
 from common import CONTRIB_VARIANTS, contrib_versions, make_contrib_model, save_results, zoo_hyperparams
+from stable_baselines3.common.callbacks import BaseCallback
+
+from sb3_ppo_variants.atomic import atomic_write
 
 
 def invalid_action_env() -> gym.Env:
@@ -51,9 +56,9 @@ def setups() -> dict[str, tuple[str, Any, dict[str, Any], int]]:
             dict(n_envs=8, n_steps=256, batch_size=256, n_epochs=4, learning_rate=1e-3, ent_coef=0.01),
             51_200,
         ),
-        # rl-zoo ppo_lstm.yml (n_timesteps 1e5 there): cut to 20 updates / 1 update for this shared machine
-        "CartPoleNoVel-v1": ("recurrent", "CartPoleNoVel-v1", zoo_hyperparams("CartPoleNoVel-v1", "ppo_lstm.yml"), 5_120),
-        "PendulumNoVel-v1": ("recurrent", "PendulumNoVel-v1", zoo_hyperparams("PendulumNoVel-v1", "ppo_lstm.yml"), 4_096),
+        # rl-zoo ppo_lstm.yml, with its budget (n_timesteps 1e5): 390 updates / 24 updates
+        "CartPoleNoVel-v1": ("recurrent", "CartPoleNoVel-v1", zoo_hyperparams("CartPoleNoVel-v1", "ppo_lstm.yml"), 100_000),
+        "PendulumNoVel-v1": ("recurrent", "PendulumNoVel-v1", zoo_hyperparams("PendulumNoVel-v1", "ppo_lstm.yml"), 100_000),
     }
 
 
@@ -69,18 +74,52 @@ def evaluate(model, family: str) -> float:
     return float(mean_return)
 
 
-def run(task: tuple[str, str, int, float]) -> tuple[str, str, int, float, float, np.ndarray]:
-    name, variant, seed, budget_scale = task
+class TrainingCurve(BaseCallback):
+    """The mean return of the last 100 training episodes (SB3's ``ep_info_buffer``) at the end of every rollout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.points: list[tuple[int, float]] = []
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self.model.ep_info_buffer:
+            self.points.append((self.num_timesteps, float(np.mean([info["r"] for info in self.model.ep_info_buffer]))))
+
+
+#: Fractions of the budget at which the report gives the training curve.
+CURVE_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+
+
+def curve_at(points: list[tuple[int, float]], fraction: float, budget: int) -> float:
+    """The training curve's last point at or before ``fraction`` of the budget (NaN before the first episode ends)."""
+    values = [value for steps, value in points if steps <= fraction * budget]
+    return values[-1] if values else float("nan")
+
+
+def run(
+    task: tuple[str, str, int, float, str | None],
+) -> tuple[str, str, int, float, float, np.ndarray, list[tuple[int, float]]]:
+    name, variant, seed, budget_scale, cache = task
+    cached = Path(cache, f"{name}_{variant}_{seed}_{budget_scale:g}.pkl") if cache else None
+    if cached is not None and cached.exists():  # a finished run of an interrupted benchmark
+        return pickle.loads(cached.read_bytes())
     th.set_num_threads(1)
     family, env_fn, hyperparams, timesteps = setups()[name]
     model = make_contrib_model(family, variant, env_fn, hyperparams, seed=seed)
+    curve = TrainingCurve()
     cpu_start = time.process_time()
-    model.learn(int(timesteps * budget_scale))
+    model.learn(int(timesteps * budget_scale), callback=curve)
     cpu_seconds = time.process_time() - cpu_start
     mean_return = evaluate(model, family)
     print(f"{name:24s} {variant:14s} seed {seed}: {mean_return:9.2f}  ({cpu_seconds:.0f} CPU s)", flush=True)
     parameters = th.cat([value.flatten().double() for value in model.policy.state_dict().values()]).numpy()
-    return name, variant, seed, mean_return, cpu_seconds, parameters
+    outcome = name, variant, seed, mean_return, cpu_seconds, parameters, curve.points
+    if cached is not None:
+        atomic_write(cached, lambda file: pickle.dump(outcome, file))
+    return outcome
 
 
 def main() -> None:
@@ -90,12 +129,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budget-scale", type=float, default=1.0, help="multiply every budget (same for all variants)")
     parser.add_argument("--envs", nargs="+", help="only these envs of the suite")
+    parser.add_argument("--cache", help="folder keeping each finished run, so that a rerun skips them")
     args = parser.parse_args()
     names = [name for name, (family, *_) in setups().items() if args.suite in (family, "all")]
     if args.envs:
         names = [name for name in names if name in args.envs]
     tasks = [
-        (name, variant, seed, args.budget_scale)
+        (name, variant, seed, args.budget_scale, args.cache)
         for name in names
         for variant, seed in itertools.product(CONTRIB_VARIANTS[setups()[name][0]], range(args.seeds))
     ]
@@ -107,10 +147,12 @@ def main() -> None:
     returns: dict = {}
     cpu: dict = {}
     parameters: dict = {}
-    for name, variant, seed, mean_return, cpu_seconds, final_parameters in outcomes:
+    curves: dict = {}
+    for name, variant, seed, mean_return, cpu_seconds, final_parameters, points in outcomes:
         returns.setdefault(name, {}).setdefault(variant, {})[seed] = mean_return
         cpu.setdefault(name, {}).setdefault(variant, {})[seed] = cpu_seconds
         parameters.setdefault(name, {}).setdefault(variant, {})[seed] = final_parameters
+        curves.setdefault(name, {}).setdefault(variant, {})[seed] = points
     command = f"python benchmarks/contrib_learning.py --suite {args.suite} --seeds {args.seeds}"
     if args.budget_scale != 1.0:
         command += f" --budget-scale {args.budget_scale}"
@@ -125,6 +167,14 @@ def main() -> None:
         "",
         "| env | budget | variant | per seed | mean ± std | max \\|θ - θ_ref\\| | CPU s/run |",
         "|---|---|---|---|---|---|---|",
+    ]
+    curve_lines = [
+        "",
+        "Training curves: the mean return of the last 100 training episodes (Monitor, unnormalised) at each fraction of "
+        "the budget, mean ± std over seeds.",
+        "",
+        "| env | variant | " + " | ".join(f"{fraction:.0%}" for fraction in CURVE_FRACTIONS) + " |",
+        "|---|---|" + "---|" * len(CURVE_FRACTIONS),
     ]
     results: dict[str, Any] = {"seeds": args.seeds, "budget_scale": args.budget_scale, "envs": {}}
     for name, by_variant in returns.items():
@@ -149,18 +199,30 @@ def main() -> None:
                 "max_parameter_difference_to_reference": parameter_gap,
                 "cpu_seconds": [cpu[name][variant][seed] for seed in sorted(by_seed)],
             }
+            at_fractions = [
+                [curve_at(curves[name][variant][seed], fraction, budget) for seed in sorted(by_seed)]
+                for fraction in CURVE_FRACTIONS
+            ]
+            results["envs"][name]["variants"][variant]["training_curve"] = {
+                f"{fraction:g}": values_at for fraction, values_at in zip(CURVE_FRACTIONS, at_fractions, strict=True)
+            }
+            curve_lines.append(
+                f"| {name} | {variant} | "
+                + " | ".join(f"{np.mean(values_at):.1f} ± {np.std(values_at):.1f}" for values_at in at_fractions)
+                + " |"
+            )
             marks = [" = ref" if equal and variant != reference else "" for equal in same]
             per_seed = ", ".join(f"{value:.2f}{mark}" for value, mark in zip(values, marks, strict=True))
             lines.append(
                 f"| {name} | {budget} | {variant} | {per_seed} | {np.mean(values):.2f} ± {np.std(values):.2f} | "
                 f"{max(parameter_gap):.1e} | {np.mean(list(cpu[name][variant].values())):.0f} |"
             )
+    lines += curve_lines
     lines += [
         "",
-        "Budgets, cut to fit a heavily shared 2-core machine (the same for every variant, so the comparison holds; the "
-        "returns are those of under-trained policies): InvalidActionEnvDiscrete 6,144 steps (3 updates, MaskablePPO "
-        "defaults); Taxi-v4 51,200 (25 updates; ~100k are needed to solve it); CartPoleNoVel-v1 5,120 (20 updates) and "
-        "PendulumNoVel-v1 4,096 (1 update) with rl-zoo's ppo_lstm.yml hyperparameters (rl-zoo trains 100,000).",
+        "Budgets (the same for every variant): InvalidActionEnvDiscrete 6,144 steps (3 updates, MaskablePPO defaults) "
+        "and Taxi-v4 51,200 (25 updates; ~100k are needed to solve it), cut to fit a shared 2-core machine; "
+        "CartPoleNoVel-v1 and PendulumNoVel-v1 100,000 with rl-zoo's ppo_lstm.yml hyperparameters (its budget).",
         "",
         f"Versions: {contrib_versions()}",
         "",
