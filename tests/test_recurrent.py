@@ -98,8 +98,10 @@ def test_clip_matches_recurrent_ppo(case):
     if dict_obs:  # sb3-contrib's code, with its reasons
         assert ours.fast_path.sequence_lstm == "policy class RecurrentMultiInputActorCriticPolicy (only MlpLstmPolicy)"
         assert ours.fast_path.minibatches == "rollout buffer class RecurrentDictRolloutBuffer (its own get())"
+        assert ours.fast_path.rollout_loop.endswith("rollout buffer class RecurrentDictRolloutBuffer")
     else:
         assert ours.fast_path.sequence_lstm is ours.fast_path.minibatches is ours.fast_path.optimizer_step is None
+        assert ours.fast_path.rollout_loop is None  # the fast rollout loop (recurrent_rollout.py)
 
 
 class OwnSequencePolicy(MlpLstmPolicy):

@@ -1,0 +1,374 @@
+"""
+A faster ``RecurrentPPO.collect_rollouts`` for LSTM policies, with the same results as sb3-contrib's.
+
+sb3-contrib's recurrent rollout runs one policy forward per environment step: ``nn.Module`` calls around two LSTM
+steps and the MLP heads, a torch ``Distribution`` object (with argument validation), ``RecurrentRolloutBuffer.add``
+converting its inputs. The fast loop here runs the same torch operations on tensors of the same shapes, in the same
+order, drawing the same random numbers: the LSTM kernel (``torch.lstm``, what ``nn.LSTM.forward`` calls) once per
+LSTM and step, with the episode-start reset of ``RecurrentActorCriticPolicy._process_sequence`` (the states multiplied
+by ``1 - episode_start`` when an episode starts in some env), then
+:class:`~sb3_ppo_variants.fast_policy.FastActorCritic`'s heads and sampling. The LSTM states are kept, stored in the
+buffer and carried to the next rollout (``_last_lstm_states``) as sb3-contrib keeps them, and the timeout bootstrap and
+the last step's value run sb3-contrib's own ``predict_values``.
+
+It covers sb3-contrib's ``MlpLstmPolicy`` and the package's masked ``MlpLstmPolicy`` exactly (see
+:func:`plan_recurrent_rollout`); everything else runs ``RecurrentPPO.collect_rollouts``.
+"""
+
+from collections.abc import Callable
+from copy import deepcopy
+from typing import Any, cast
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from sb3_contrib.common.maskable.distributions import MaskableCategoricalDistribution
+from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+from sb3_contrib.common.recurrent.type_aliases import RNNStates
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.torch_layers import FlattenExtractor, MlpExtractor
+from stable_baselines3.common.vec_env import VecEnv
+from torch import nn
+from torch.nn import functional as F
+
+# _has_module_hooks and _clip_ufunc are the package's own helpers of the feed-forward fast loop (same checks, same
+# ufunc), shared rather than copied.
+from sb3_ppo_variants.fast_policy import FastActorCritic, _has_module_hooks
+from sb3_ppo_variants.rollout import _clip_ufunc
+
+LstmState = tuple[th.Tensor, th.Tensor]
+
+
+def _lstm_unsupported_reason(lstm: Any) -> str | None:
+    """Why :class:`FastLstmActorCritic` cannot run ``lstm``'s kernel itself, or ``None``."""
+    if type(lstm) is not nn.LSTM:
+        return f"LSTM module {type(lstm).__name__} (only torch.nn.LSTM)"
+    if lstm.batch_first or lstm.bidirectional or lstm.proj_size != 0:
+        return "an LSTM with batch_first, bidirectional or proj_size"
+    return None
+
+
+def lstm_policy_unsupported_reason(policy: Any, use_sde: bool, policies: tuple[type, ...]) -> str | None:
+    """
+    Why :class:`FastLstmActorCritic` cannot stand in for ``policy``'s rollout forward, or ``None`` when it can: the
+    exact ``policies`` (sb3-contrib's ``MlpLstmPolicy``, the package's masked one) on the CPU, a non-image ``Box``
+    observation space with ``FlattenExtractor``, SB3's ``MlpExtractor``, ``torch.nn.LSTM`` modules (seq-first,
+    unidirectional, no projection), the critic's LSTM, the shared LSTM or a ``nn.Linear`` critic, a diagonal Gaussian
+    (not squashed), categorical or masked categorical action distribution, no gSDE, no module hooks.
+
+    :param policy: the algorithm's policy
+    :param use_sde: whether the algorithm uses gSDE
+    :param policies: the accepted policy classes (exact: a subclass may change the forward pass)
+    :return: a short reason, or ``None``
+    """
+    if type(policy) not in policies:
+        return f"policy class {type(policy).__name__} (only MlpLstmPolicy)"
+    if use_sde:
+        return "gSDE"
+    if policy.device.type != "cpu":
+        return f"device {policy.device}"
+    observation_space = policy.observation_space
+    if not isinstance(observation_space, spaces.Box) or (policy.normalize_images and is_image_space(observation_space)):
+        return f"observation space {observation_space} (only non-image Box)"
+    extractors = (
+        [policy.features_extractor]
+        if policy.share_features_extractor
+        else [policy.pi_features_extractor, policy.vf_features_extractor]
+    )
+    if any(type(extractor) is not FlattenExtractor for extractor in extractors):
+        return "features extractor other than FlattenExtractor"
+    if type(policy.mlp_extractor) is not MlpExtractor:
+        return f"mlp extractor {type(policy.mlp_extractor).__name__}"
+    for lstm in (policy.lstm_actor, policy.lstm_critic):
+        reason = None if lstm is None else _lstm_unsupported_reason(lstm)
+        if reason is not None:
+            return reason
+    if policy.critic is not None and type(policy.critic) is not nn.Linear:
+        return f"critic {type(policy.critic).__name__} (only nn.Linear)"
+    distributions = (DiagGaussianDistribution, CategoricalDistribution, MaskableCategoricalDistribution)
+    if type(policy.action_dist) not in distributions:
+        return f"action distribution {type(policy.action_dist).__name__}"
+    if isinstance(policy.action_space, spaces.Box) and policy.squash_output:
+        return "squashed actions"
+    if not (isinstance(policy.action_net, nn.Linear) and isinstance(policy.value_net, nn.Linear)):
+        return "action or value head other than nn.Linear"
+    if _has_module_hooks(policy):
+        return "module hooks on the policy"
+    return None
+
+
+def plan_recurrent_rollout(
+    model: OnPolicyAlgorithm, rollout_buffer: Any, policies: tuple[type, ...], buffers: tuple[type, ...]
+) -> str | None:
+    """
+    Whether the fast loop applies to the rollout about to be collected: ``None`` where it runs, else the reason
+    ``RecurrentPPO.collect_rollouts`` runs.
+
+    :param model: a recurrent variant (its ``fast_rollout``, ``policy`` and ``use_sde``)
+    :param rollout_buffer: the buffer it fills
+    :param policies: the accepted policy classes (exact)
+    :param buffers: the accepted buffer classes (exact: a subclass may change ``add()``)
+    :return: the reason, or ``None``
+    """
+    if not getattr(model, "fast_rollout", True):
+        return "fast_rollout = False"
+    if type(rollout_buffer) not in buffers:
+        return f"rollout buffer class {type(rollout_buffer).__name__}"
+    return lstm_policy_unsupported_reason(model.policy, model.use_sde, policies)
+
+
+class FastLstmActorCritic(FastActorCritic):
+    """
+    ``RecurrentActorCriticPolicy.forward`` for one rollout step (:meth:`step`), without module calls or distribution
+    objects: the LSTM kernel, then :class:`~sb3_ppo_variants.fast_policy.FastActorCritic`'s MLP, heads and sampling.
+
+    :class:`FastActorCritic.act` runs ``_features`` on its input, then the actor's and the critic's MLP on the result.
+    Here its input is already the pair of LSTM outputs (actor, critic): ``_features`` passes it through and each MLP
+    takes its own half, so ``act`` runs unchanged after the LSTM step.
+
+    :param policy: a policy accepted by :func:`lstm_policy_unsupported_reason`
+    """
+
+    def __init__(self, policy: Any) -> None:
+        super().__init__(policy)
+        self.lstm_actor: nn.LSTM = policy.lstm_actor
+        self.lstm_critic: nn.LSTM | None = policy.lstm_critic
+        self.shared_lstm: bool = policy.shared_lstm
+        self.critic: nn.Linear | None = policy.critic
+
+    @staticmethod
+    def _lstm_arguments(lstm: nn.LSTM) -> tuple[list[th.Tensor], bool, int, float, bool]:
+        """
+        The arguments after the input and states that ``nn.LSTM.forward`` passes to the kernel: its weights (per layer
+        w_ih, w_hh, b_ih, b_hh, the order of its flat weights), bias, layers, dropout and training mode.
+        """
+        weights: list[th.Tensor] = [weight for layer in lstm.all_weights for weight in layer]
+        return weights, lstm.bias, lstm.num_layers, lstm.dropout, lstm.training
+
+    @th.no_grad()
+    def start_rollout(self, n_envs: int) -> None:
+        """
+        Before :meth:`step`: :meth:`FastActorCritic.start_rollout`, and the LSTMs' kernel arguments (the parameter
+        tensors themselves, which do not change during a rollout).
+
+        :param n_envs: the batch size of every :meth:`step` call (the number of environments)
+        """
+        super().start_rollout(n_envs)
+        self.actor_arguments = self._lstm_arguments(self.lstm_actor)
+        self.critic_arguments = None if self.lstm_critic is None else self._lstm_arguments(self.lstm_critic)
+
+    def step(
+        self, obs: th.Tensor, episode_starts: th.Tensor, reset: bool, states: RNNStates, masks: np.ndarray | None = None
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor, RNNStates]:
+        """
+        ``policy(obs, states, episode_starts)`` (call under ``th.no_grad()``, after :meth:`start_rollout`). A hot
+        per-step function, kept in one piece.
+
+        :param obs: a batch of ``n_envs`` observations, as ``obs_as_tensor`` gives them
+        :param episode_starts: whether each env's episode starts at ``obs`` (float32, ``n_envs``)
+        :param reset: whether any episode starts (``episode_starts`` is not all zero)
+        :param states: the LSTM states before this step, as ``_last_lstm_states`` holds them
+        :param masks: the legal actions (a masked policy)
+        :return: actions, values, log-probabilities and the new LSTM states, as the policy's ``forward`` returns them
+        """
+        features = FastActorCritic._features(self, obs)  # the observations' features (the override below is for act)
+        # _process_sequence of one step: (n_envs, features) -> (1, n_envs, features), one sequence per env
+        sequence = features.unsqueeze(0)
+        state_pi, state_vf = states
+        if reset:
+            # sb3-contrib's step loop (taken when an episode starts): the states times (1 - episode_start)
+            keep = (1.0 - episode_starts).view(1, -1, 1)
+            state_pi = (keep * state_pi[0], keep * state_pi[1])
+            if self.lstm_critic is not None:
+                state_vf = (keep * state_vf[0], keep * state_vf[1])
+        # torch.lstm is the kernel nn.LSTM.forward calls (torch._VF.lstm), with the module's own arguments
+        weights, bias, layers, dropout, training = self.actor_arguments
+        output_pi, hidden_pi, cell_pi = th.lstm(sequence, state_pi, weights, bias, layers, dropout, training, False, False)
+        latent_pi = output_pi[0]
+        new_pi = (hidden_pi, cell_pi)
+        if self.critic_arguments is not None:
+            weights, bias, layers, dropout, training = self.critic_arguments
+            output_vf, hidden_vf, cell_vf = th.lstm(sequence, state_vf, weights, bias, layers, dropout, training, False, False)
+            latent_vf, new_vf = output_vf[0], (hidden_vf, cell_vf)
+        elif self.shared_lstm:  # the actor's LSTM output and states (sb3-contrib detaches them: no graph here anyway)
+            latent_vf, new_vf = latent_pi, new_pi
+        else:  # a feed-forward critic; the critic's states are the actor's
+            assert self.critic is not None
+            latent_vf, new_vf = F.linear(features, self.critic.weight, self.critic.bias), new_pi
+        actions, values, log_prob = self.act((latent_pi, latent_vf), masks)  # type: ignore[arg-type]
+        return actions, values, log_prob, RNNStates(new_pi, new_vf)
+
+    # act(pair) with the pair of LSTM outputs: see the class docstring.
+    def _features(self, obs: Any) -> Any:
+        return obs
+
+    def _latent_pi(self, features: Any) -> th.Tensor:
+        return super()._latent_pi(features[0])
+
+    def _latent_vf(self, features: Any) -> th.Tensor:
+        return super()._latent_vf(features[1])
+
+
+def collect_recurrent_rollouts(
+    model: OnPolicyAlgorithm,
+    env: VecEnv,
+    callback: BaseCallback,
+    rollout_buffer: Any,
+    n_rollout_steps: int,
+    masks: Callable[[], np.ndarray] | None = None,
+) -> bool:
+    """
+    ``RecurrentPPO.collect_rollouts`` step for step (same arguments, same results; call it where
+    :func:`plan_recurrent_rollout` accepts the rollout), with :meth:`FastLstmActorCritic.step`, direct writes into the
+    buffer's arrays (what ``RecurrentRolloutBuffer.add`` stores) and the env's own ``step``. Callbacks see the same
+    ``self.locals`` entries, at the same times, as in sb3-contrib's loop. With ``masks``, each step's masks are read
+    before the forward pass, applied to the logits and stored with the step (the masked recurrent buffer's ``add``).
+    A hot per-step loop, kept in one function (longer than 60 lines): a split would add a Python call to every step.
+
+    :param model: a recurrent variant
+    :param env: The training environment
+    :param callback: Callback that will be called at each step (and at the beginning and end of the rollout)
+    :param rollout_buffer: the ``RecurrentRolloutBuffer`` (or the masked recurrent buffer) to fill
+    :param n_rollout_steps: Number of experiences to collect per environment
+    :param masks: the current step's action masks (sb3-contrib's ``get_action_masks(env)``), for a masked policy
+    :return: True if function returned with at least `n_rollout_steps` collected, False if callback terminated
+        rollout prematurely.
+    """
+    # _last_obs, _last_episode_starts and _update_info_buffer are BaseAlgorithm's rollout state and episode statistics,
+    # and _last_lstm_states RecurrentPPO's LSTM states between steps: every collect_rollouts of SB3 and sb3-contrib uses
+    # them, and they have no public accessor.
+    assert model._last_obs is not None, "No previous observation was provided"
+    policy = cast(RecurrentActorCriticPolicy, model.policy)
+    # Switch to eval mode (this affects batch norm / dropout)
+    policy.set_training_mode(False)
+
+    n_steps = 0
+    rollout_buffer.reset()
+    callback.on_rollout_start()
+
+    lstm_states = deepcopy(model._last_lstm_states)  # type: ignore[attr-defined]
+
+    actor = FastLstmActorCritic(policy)
+    actor.start_rollout(env.num_envs)
+    device, gamma = model.device, model.gamma
+    box_actions = isinstance(model.action_space, spaces.Box)
+    discrete_actions = isinstance(model.action_space, spaces.Discrete)
+    if box_actions:
+        low, high = model.action_space.low, model.action_space.high  # type: ignore[attr-defined]
+    buffer_action_shape = (rollout_buffer.n_envs, rollout_buffer.action_dim)
+    buffer_obs_shape = (rollout_buffer.n_envs, *rollout_buffer.obs_shape)
+    mask_shape = (rollout_buffer.n_envs, getattr(rollout_buffer, "mask_dims", 0))
+    action_masks = None
+    # sb3-contrib passes locals() to the callbacks: the same names, updated as its loop assigns them.
+    frame: dict[str, Any] = {
+        "self": model,
+        "env": env,
+        "callback": callback,
+        "rollout_buffer": rollout_buffer,
+        "n_rollout_steps": n_rollout_steps,
+        "n_steps": n_steps,
+    }
+
+    while n_steps < n_rollout_steps:
+        with th.no_grad():
+            # Convert to pytorch tensor (obs_as_tensor of an array)
+            obs_tensor = th.as_tensor(model._last_obs, device=device)
+            episode_starts = th.tensor(model._last_episode_starts, dtype=th.float32, device=device)
+            if masks is not None:
+                action_masks = masks()
+            reset = bool(model._last_episode_starts.any())  # type: ignore[union-attr]
+            actions_tensor, values, log_probs, lstm_states = actor.step(
+                obs_tensor, episode_starts, reset, lstm_states, action_masks
+            )
+        actions = actions_tensor.numpy()
+
+        # Rescale and perform action
+        clipped_actions = actions
+        if box_actions:
+            # Clip the actions to avoid out of bound error (what np.clip computes)
+            clipped_actions = _clip_ufunc(actions, low, high)
+
+        new_obs, rewards, dones, infos = env.step(clipped_actions)
+
+        model.num_timesteps += env.num_envs
+
+        # Give access to local variables
+        frame["n_steps"] = n_steps
+        frame["lstm_states"] = lstm_states
+        frame["obs_tensor"] = obs_tensor
+        frame["episode_starts"] = episode_starts
+        frame["actions"] = actions
+        frame["values"] = values
+        frame["log_probs"] = log_probs
+        frame["clipped_actions"] = clipped_actions
+        frame["new_obs"] = new_obs
+        frame["rewards"] = rewards
+        frame["dones"] = dones
+        frame["infos"] = infos
+        callback.update_locals(frame)
+        if not callback.on_step():
+            return False
+
+        model._update_info_buffer(infos, dones)
+        n_steps += 1
+
+        if discrete_actions:
+            # Reshape in case of discrete action
+            actions = actions.reshape(-1, 1)
+
+        # Handle timeout by bootstrapping with value function (GitHub issue #633): sb3-contrib's own code, with the
+        # critic's new state of the env that ended
+        for idx, done_ in enumerate(dones):
+            if done_ and infos[idx].get("terminal_observation") is not None and infos[idx].get("TimeLimit.truncated", False):
+                terminal_obs = policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
+                with th.no_grad():
+                    terminal_lstm_state = (
+                        lstm_states.vf[0][:, idx : idx + 1, :].contiguous(),
+                        lstm_states.vf[1][:, idx : idx + 1, :].contiguous(),
+                    )
+                    episode_starts = th.tensor([False], dtype=th.float32, device=device)
+                    terminal_value = policy.predict_values(
+                        terminal_obs, terminal_lstm_state, episode_starts  # type: ignore[arg-type]  # a Box: a tensor
+                    )[0]
+                rewards[idx] += gamma * terminal_value
+                frame["terminal_obs"], frame["terminal_lstm_state"] = terminal_obs, terminal_lstm_state
+                frame["episode_starts"], frame["terminal_value"] = episode_starts, terminal_value
+        frame["idx"], frame["done_"] = idx, done_
+
+        # rollout_buffer.add(self._last_obs, actions, rewards, self._last_episode_starts, values, log_probs,
+        #                    lstm_states=self._last_lstm_states)
+        pos = rollout_buffer.pos
+        last_pi, last_vf = model._last_lstm_states  # type: ignore[attr-defined]
+        rollout_buffer.hidden_states_pi[pos] = last_pi[0].numpy()
+        rollout_buffer.cell_states_pi[pos] = last_pi[1].numpy()
+        rollout_buffer.hidden_states_vf[pos] = last_vf[0].numpy()
+        rollout_buffer.cell_states_vf[pos] = last_vf[1].numpy()
+        rollout_buffer.observations[pos] = model._last_obs.reshape(buffer_obs_shape)  # type: ignore[union-attr]
+        if action_masks is not None:  # the masked recurrent buffer's add(action_masks=...)
+            rollout_buffer.action_masks[pos] = action_masks.reshape(mask_shape)
+        rollout_buffer.actions[pos] = actions.reshape(buffer_action_shape)
+        rollout_buffer.rewards[pos] = rewards
+        rollout_buffer.episode_starts[pos] = model._last_episode_starts
+        rollout_buffer.values[pos] = values.numpy().reshape(-1)
+        rollout_buffer.log_probs[pos] = log_probs.numpy()
+        rollout_buffer.pos = pos + 1
+        if rollout_buffer.pos == rollout_buffer.buffer_size:
+            rollout_buffer.full = True
+
+        model._last_obs = new_obs  # type: ignore[assignment]
+        model._last_episode_starts = dones
+        model._last_lstm_states = lstm_states  # type: ignore[attr-defined]
+
+    with th.no_grad():
+        # Compute value for the last timestep
+        episode_starts = th.tensor(dones, dtype=th.float32, device=device)
+        values = policy.predict_values(th.as_tensor(new_obs, device=device), lstm_states.vf, episode_starts)
+
+    rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
+
+    callback.on_rollout_end()
+
+    return True
