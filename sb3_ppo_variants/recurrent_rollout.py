@@ -15,8 +15,9 @@ It covers sb3-contrib's ``MlpLstmPolicy`` and the package's masked ``MlpLstmPoli
 :func:`plan_recurrent_rollout`); everything else runs ``RecurrentPPO.collect_rollouts``.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from copy import deepcopy
+from functools import partial
 from typing import Any, cast
 
 import numpy as np
@@ -39,7 +40,8 @@ from torch.nn import functional as F
 from sb3_ppo_variants.fast_policy import FastActorCritic, _has_module_hooks
 from sb3_ppo_variants.rollout import _clip_ufunc
 
-LstmState = tuple[th.Tensor, th.Tensor]
+#: an LSTM's (hidden, cell) states, each (n_layers, n_envs, hidden size), as sb3-contrib's RNNStates holds them
+LstmState = tuple[th.Tensor, ...]
 
 
 def _lstm_unsupported_reason(lstm: Any) -> str | None:
@@ -120,45 +122,87 @@ def plan_recurrent_rollout(
     return lstm_policy_unsupported_reason(model.policy, model.use_sde, policies)
 
 
+LstmStep = Callable[[th.Tensor, LstmState], tuple[th.Tensor, LstmState]]
+
+
+def _kernel_step(
+    features: th.Tensor, state: LstmState, weights: list[th.Tensor], bias: bool, layers: int, dropout: float, training: bool
+) -> tuple[th.Tensor, LstmState]:
+    """
+    ``_process_sequence``'s LSTM call for one step of ``n_envs`` sequences: ``torch.lstm``, the kernel that
+    ``nn.LSTM.forward`` calls (``torch._VF.lstm`` is the same function) with the module's own arguments; on x86 CPUs
+    it runs oneDNN's RNN primitive, as sb3-contrib's rollout does.
+    """
+    output, hidden, cell = th.lstm(features.unsqueeze(0), state, weights, bias, layers, dropout, training, False, False)
+    return output[0], (hidden, cell)
+
+
+def _cell_step(features: th.Tensor, state: LstmState, layers: Sequence[Sequence[th.Tensor]]) -> tuple[th.Tensor, LstmState]:
+    """
+    The same LSTM step with ``torch.lstm_cell`` per layer, the kernel of ``nn.LSTMCell`` (and of ``nn.LSTM`` where
+    oneDNN is not used): the same gate arithmetic in another float order than oneDNN's RNN primitive, at about a
+    quarter of its cost for one step (the primitive's set-up dominates). Dropout between layers only applies in
+    training mode, and the rollout runs in evaluation mode.
+    """
+    if len(layers) == 1:
+        hidden, cell = th.lstm_cell(features, (state[0][0], state[1][0]), *layers[0])
+        return hidden, (hidden.unsqueeze(0), cell.unsqueeze(0))
+    hiddens, cells = [], []
+    for layer, hidden, cell in zip(layers, state[0], state[1], strict=True):
+        features, cell = th.lstm_cell(features, (hidden, cell), *layer)
+        hiddens.append(features)
+        cells.append(cell)
+    return features, (th.stack(hiddens), th.stack(cells))
+
+
 class FastLstmActorCritic(FastActorCritic):
     """
     ``RecurrentActorCriticPolicy.forward`` for one rollout step (:meth:`step`), without module calls or distribution
-    objects: the LSTM kernel, then :class:`~sb3_ppo_variants.fast_policy.FastActorCritic`'s MLP, heads and sampling.
+    objects: one LSTM kernel call per LSTM, then :class:`~sb3_ppo_variants.fast_policy.FastActorCritic`'s MLP, heads
+    and sampling.
 
     :class:`FastActorCritic.act` runs ``_features`` on its input, then the actor's and the critic's MLP on the result.
     Here its input is already the pair of LSTM outputs (actor, critic): ``_features`` passes it through and each MLP
     takes its own half, so ``act`` runs unchanged after the LSTM step.
 
     :param policy: a policy accepted by :func:`lstm_policy_unsupported_reason`
+    :param lstm_cell: step the LSTMs with ``torch.lstm_cell`` (:func:`_cell_step`: values within 1e-6 of
+        ``nn.LSTM``'s, faster); ``False``: with ``nn.LSTM``'s own kernel (:func:`_kernel_step`: bitwise sb3-contrib's)
     """
 
-    def __init__(self, policy: Any) -> None:
+    def __init__(self, policy: Any, lstm_cell: bool = True) -> None:
         super().__init__(policy)
         self.lstm_actor: nn.LSTM = policy.lstm_actor
         self.lstm_critic: nn.LSTM | None = policy.lstm_critic
         self.shared_lstm: bool = policy.shared_lstm
         self.critic: nn.Linear | None = policy.critic
+        self.lstm_cell = lstm_cell
 
-    @staticmethod
-    def _lstm_arguments(lstm: nn.LSTM) -> tuple[list[th.Tensor], bool, int, float, bool]:
-        """
-        The arguments after the input and states that ``nn.LSTM.forward`` passes to the kernel: its weights (per layer
-        w_ih, w_hh, b_ih, b_hh, the order of its flat weights), bias, layers, dropout and training mode.
-        """
+    def _lstm_step(self, lstm: nn.LSTM) -> LstmStep:
+        """One step of ``lstm`` bound to its parameter tensors (which do not change during a rollout)."""
+        # all_weights: per layer w_ih, w_hh (and b_ih, b_hh), the order of the module's flat weights
+        if self.lstm_cell:
+            return partial(_cell_step, layers=lstm.all_weights)
         weights: list[th.Tensor] = [weight for layer in lstm.all_weights for weight in layer]
-        return weights, lstm.bias, lstm.num_layers, lstm.dropout, lstm.training
+        return partial(
+            _kernel_step,
+            weights=weights,
+            bias=lstm.bias,
+            layers=lstm.num_layers,
+            dropout=lstm.dropout,
+            training=lstm.training,
+        )
 
     @th.no_grad()
     def start_rollout(self, n_envs: int) -> None:
         """
-        Before :meth:`step`: :meth:`FastActorCritic.start_rollout`, and the LSTMs' kernel arguments (the parameter
-        tensors themselves, which do not change during a rollout).
+        Before :meth:`step`: :meth:`FastActorCritic.start_rollout`, and each LSTM's step.
 
         :param n_envs: the batch size of every :meth:`step` call (the number of environments)
         """
         super().start_rollout(n_envs)
-        self.actor_arguments = self._lstm_arguments(self.lstm_actor)
-        self.critic_arguments = None if self.lstm_critic is None else self._lstm_arguments(self.lstm_critic)
+        self.actor_step = self._lstm_step(self.lstm_actor)
+        self.critic_step = None if self.lstm_critic is None else self._lstm_step(self.lstm_critic)
 
     def step(
         self, obs: th.Tensor, episode_starts: th.Tensor, reset: bool, states: RNNStates, masks: np.ndarray | None = None
@@ -175,24 +219,16 @@ class FastLstmActorCritic(FastActorCritic):
         :return: actions, values, log-probabilities and the new LSTM states, as the policy's ``forward`` returns them
         """
         features = FastActorCritic._features(self, obs)  # the observations' features (the override below is for act)
-        # _process_sequence of one step: (n_envs, features) -> (1, n_envs, features), one sequence per env
-        sequence = features.unsqueeze(0)
         state_pi, state_vf = states
         if reset:
             # sb3-contrib's step loop (taken when an episode starts): the states times (1 - episode_start)
             keep = (1.0 - episode_starts).view(1, -1, 1)
             state_pi = (keep * state_pi[0], keep * state_pi[1])
-            if self.lstm_critic is not None:
+            if self.critic_step is not None:
                 state_vf = (keep * state_vf[0], keep * state_vf[1])
-        # torch.lstm is the kernel nn.LSTM.forward calls (torch._VF.lstm), with the module's own arguments
-        weights, bias, layers, dropout, training = self.actor_arguments
-        output_pi, hidden_pi, cell_pi = th.lstm(sequence, state_pi, weights, bias, layers, dropout, training, False, False)
-        latent_pi = output_pi[0]
-        new_pi = (hidden_pi, cell_pi)
-        if self.critic_arguments is not None:
-            weights, bias, layers, dropout, training = self.critic_arguments
-            output_vf, hidden_vf, cell_vf = th.lstm(sequence, state_vf, weights, bias, layers, dropout, training, False, False)
-            latent_vf, new_vf = output_vf[0], (hidden_vf, cell_vf)
+        latent_pi, new_pi = self.actor_step(features, state_pi)
+        if self.critic_step is not None:
+            latent_vf, new_vf = self.critic_step(features, state_vf)
         elif self.shared_lstm:  # the actor's LSTM output and states (sb3-contrib detaches them: no graph here anyway)
             latent_vf, new_vf = latent_pi, new_pi
         else:  # a feed-forward critic; the critic's states are the actor's
@@ -219,6 +255,7 @@ def collect_recurrent_rollouts(
     rollout_buffer: Any,
     n_rollout_steps: int,
     masks: Callable[[], np.ndarray] | None = None,
+    lstm_cell: bool = True,
 ) -> bool:
     """
     ``RecurrentPPO.collect_rollouts`` step for step (same arguments, same results; call it where
@@ -234,6 +271,8 @@ def collect_recurrent_rollouts(
     :param rollout_buffer: the ``RecurrentRolloutBuffer`` (or the masked recurrent buffer) to fill
     :param n_rollout_steps: Number of experiences to collect per environment
     :param masks: the current step's action masks (sb3-contrib's ``get_action_masks(env)``), for a masked policy
+    :param lstm_cell: step the LSTMs with ``torch.lstm_cell`` (within 1e-6 of sb3-contrib's); ``False``: with
+        ``nn.LSTM``'s own kernel (bitwise sb3-contrib's), see :class:`FastLstmActorCritic`
     :return: True if function returned with at least `n_rollout_steps` collected, False if callback terminated
         rollout prematurely.
     """
@@ -251,7 +290,7 @@ def collect_recurrent_rollouts(
 
     lstm_states = deepcopy(model._last_lstm_states)  # type: ignore[attr-defined]
 
-    actor = FastLstmActorCritic(policy)
+    actor = FastLstmActorCritic(policy, lstm_cell)
     actor.start_rollout(env.num_envs)
     device, gamma = model.device, model.gamma
     box_actions = isinstance(model.action_space, spaces.Box)
