@@ -1,15 +1,18 @@
 """
-A faster ``RecurrentPPO.collect_rollouts`` for LSTM policies, with the same results as sb3-contrib's.
+A faster ``RecurrentPPO.collect_rollouts`` for LSTM policies, with sb3-contrib's results.
 
 sb3-contrib's recurrent rollout runs one policy forward per environment step: ``nn.Module`` calls around two LSTM
 steps and the MLP heads, a torch ``Distribution`` object (with argument validation), ``RecurrentRolloutBuffer.add``
-converting its inputs. The fast loop here runs the same torch operations on tensors of the same shapes, in the same
-order, drawing the same random numbers: the LSTM kernel (``torch.lstm``, what ``nn.LSTM.forward`` calls) once per
-LSTM and step, with the episode-start reset of ``RecurrentActorCriticPolicy._process_sequence`` (the states multiplied
-by ``1 - episode_start`` when an episode starts in some env), then
-:class:`~sb3_ppo_variants.fast_policy.FastActorCritic`'s heads and sampling. The LSTM states are kept, stored in the
-buffer and carried to the next rollout (``_last_lstm_states``) as sb3-contrib keeps them, and the timeout bootstrap and
-the last step's value run sb3-contrib's own ``predict_values``.
+converting its inputs. The fast loop here runs one LSTM kernel call per LSTM and step, with the episode-start reset of
+``RecurrentActorCriticPolicy._process_sequence`` (the states multiplied by ``1 - episode_start`` when an episode
+starts in some env), then :class:`~sb3_ppo_variants.fast_policy.FastActorCritic`'s heads and sampling (the same
+operations as SB3's distributions, the same random draws). The LSTM states are kept, stored in the buffer and carried
+to the next rollout (``_last_lstm_states``) as sb3-contrib keeps them, and the timeout bootstrap and the last step's
+value run sb3-contrib's own ``predict_values``.
+
+The LSTM kernel: by default ``torch.lstm_cell`` (:func:`_cell_step`), values within 1e-6 of the oneDNN primitive that
+``nn.LSTM`` runs on x86 CPUs at about a quarter of its cost per step; or ``torch.lstm``, the kernel ``nn.LSTM`` calls
+(:func:`_kernel_step`), with which the rollout is bitwise sb3-contrib's (``RecurrentPPOVariant.rollout_lstm_cell``).
 
 It covers sb3-contrib's ``MlpLstmPolicy`` and the package's masked ``MlpLstmPolicy`` exactly (see
 :func:`plan_recurrent_rollout`); everything else runs ``RecurrentPPO.collect_rollouts``.
