@@ -25,8 +25,9 @@ Machines are noisy: compare columns of one run, not runs. ``total CPU`` is the p
 
 ``--suite contrib``: sb3-contrib's MaskablePPO / RecurrentPPO against the package's variant with ``objective="clip"``
 on the setups of ``speed.py --suite contrib`` (``--updates`` rollouts and updates per run), results in
-``profile_phases_contrib``; ``forward`` there is the policy's forward pass in the rollout (sb3-contrib's, or the masked
-fast loop's ``FastActorCritic.act``).
+``profile_phases_contrib``; ``forward`` there is the policy's forward pass in the rollout (sb3-contrib's, the masked
+fast loop's ``FastActorCritic.act``, or the recurrent fast loop's ``FastLstmActorCritic.step``). ``--setups`` runs only
+the named setups.
 """
 
 import argparse
@@ -49,7 +50,7 @@ from common import (
     zoo_ppo_hyperparams,
 )
 
-from sb3_ppo_variants import rollout
+from sb3_ppo_variants import recurrent_rollout, rollout
 
 SETUPS = {
     # the paper's MuJoCo hyperparameters (Table 3), which are SB3 PPO's defaults; 1 env; 2 rollouts and updates
@@ -102,24 +103,29 @@ def profile_learn(model: Any, steps: int, **learn_kwargs: Any) -> dict[str, floa
     model.collect_rollouts = timed(model.collect_rollouts, totals, "rollout")
     model.train = timed(model.train, totals, "update")
     model.policy.forward = timed(model.policy.forward, totals, "forward")  # SB3's loop calls policy(obs)
-    fast_act = rollout.FastActorCritic.act
+    fast_act, lstm_step = rollout.FastActorCritic.act, recurrent_rollout.FastLstmActorCritic.step
     rollout.FastActorCritic.act = timed(fast_act, totals, "forward")  # type: ignore[method-assign]
+    # The recurrent fast loop's forward is the LSTM step, which calls act: its act is left untimed (counted once).
+    recurrent_rollout.FastLstmActorCritic.act = fast_act  # type: ignore[method-assign]
+    recurrent_rollout.FastLstmActorCritic.step = timed(lstm_step, totals, "forward")  # type: ignore[method-assign]
     try:
         start, cpu_start = time.perf_counter(), time.process_time()
         model.learn(steps, **learn_kwargs)
         totals["total"], totals["total CPU"] = time.perf_counter() - start, time.process_time() - cpu_start
     finally:
         rollout.FastActorCritic.act = fast_act  # type: ignore[method-assign]
+        del recurrent_rollout.FastLstmActorCritic.act  # inherited again
+        recurrent_rollout.FastLstmActorCritic.step = lstm_step  # type: ignore[method-assign]
     totals["bookkeeping"] = totals["rollout"] - totals["env"] - totals["forward"]
     return dict(totals)
 
 
-def contrib_main(repeats: int, updates: int) -> None:
+def contrib_main(repeats: int, updates: int, names: list[str] | None = None) -> None:
     """sb3-contrib's algorithm and the variant (clip) on each setup of ``speed.py --suite contrib``, interleaved."""
-    from speed import contrib_setups, rollout_size
+    from speed import contrib_setups, rollout_size, select_setups
 
     order = random.Random(0)
-    setups = contrib_setups()
+    setups = select_setups(contrib_setups(), names)
     runs: dict[str, dict[str, list[dict[str, float]]]] = {}
     for repeat in range(repeats):
         for name, (family, env_fn, hyperparams, _) in setups.items():
@@ -160,10 +166,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--suite", choices=("ppo", "contrib"), default="ppo", help="contrib: the sb3-contrib variants")
     parser.add_argument("--updates", type=int, default=3, help="contrib suite: rollouts and updates per run")
+    parser.add_argument(
+        "--setups", nargs="+", default=None, help="contrib suite: only these setups (names as in speed.py --suite contrib)"
+    )
     args = parser.parse_args()
     th.set_num_threads(1)
     if args.suite == "contrib":
-        contrib_main(args.repeats, args.updates)
+        contrib_main(args.repeats, args.updates, args.setups)
         return
     order = random.Random(0)
     runs: dict[str, dict[str, list[dict[str, float]]]] = {env: {v: [] for v in VARIANTS} for env in SETUPS}

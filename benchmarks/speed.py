@@ -22,7 +22,8 @@ other jobs on the machine.
 MaskableRecurrentPPOVariant (``use_masking=False``) against RecurrentPPO, 20 updates per run at ``--scale 1`` (a
 fraction of them otherwise); results in ``speed_contrib``. Targets: clip / sb3-contrib <= 0.5 (maskable), <= 0.33
 (CartPoleNoVel-v1, rl-zoo's entry), <= 0.5 (PendulumNoVel-v1), <= 0.25 (RecurrentPPO's defaults), <= 0.4 (masked
-LSTM); each KL objective / clip <= 1.05.
+LSTM); each KL objective / clip <= 1.05. ``--setups`` runs only the named setups (e.g. ``--setups
+"CartPoleNoVel-v1 (defaults)" CartPoleNoVel-v1``).
 """
 
 import argparse
@@ -125,10 +126,20 @@ def rollout_size(family: str, hyperparams: dict[str, Any]) -> int:
     return int(hyperparams.get("n_steps", default_n_steps)) * int(hyperparams.get("n_envs", 1))
 
 
-def contrib_main(repeats: int, scale: float) -> None:
+def select_setups(setups: dict[str, Any], names: list[str] | None) -> dict[str, Any]:
+    """The setups called ``names`` (all of them for ``None``), in the suite's order; an unknown name is an error."""
+    if names is None:
+        return setups
+    unknown = sorted(set(names) - set(setups))
+    if unknown:
+        raise ValueError(f"--setups: unknown setups {unknown}; the contrib suite's setups are {list(setups)}")
+    return {name: setup for name, setup in setups.items() if name in names}
+
+
+def contrib_main(repeats: int, scale: float, names: list[str] | None = None) -> None:
     """Each contrib variant (clip and the KL objectives) against its sb3-contrib counterpart, interleaved."""
     order = random.Random(0)
-    setups = contrib_setups()
+    setups = select_setups(contrib_setups(), names)
     steps = {
         name: max(1, round(updates * scale)) * rollout_size(family, hyperparams)
         for name, (family, _, hyperparams, updates) in setups.items()
@@ -216,11 +227,17 @@ def main() -> None:
         help="fraction of each setup's steps to run (shorter runs on a busy machine; learn() completes whole rollouts)",
     )
     parser.add_argument("--results", default="speed", help="the PPO suite's results file under benchmarks/results/")
+    parser.add_argument(
+        "--setups",
+        nargs="+",
+        default=None,
+        help="contrib suite: only these setups (their names in the results table, e.g. 'CartPoleNoVel-v1 (defaults)')",
+    )
     args = parser.parse_args()
     setups = {env_id: (hyperparams, max(1, round(steps * args.scale))) for env_id, (hyperparams, steps) in SETUPS.items()}
     th.set_num_threads(1)  # one core per run, as SB3 recommends for MLP policies on CPU
     if args.suite == "contrib":
-        contrib_main(args.repeats, args.scale)
+        contrib_main(args.repeats, args.scale, args.setups)
         return
     speed_variants = [v for v in (*SPEED_VARIANTS, *EXTRA_VARIANTS) if v in {"sb3_ppo", "clip", *args.variants}]
     order = random.Random(0)

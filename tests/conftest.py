@@ -42,6 +42,22 @@ def assert_same_training_state(ours, theirs) -> None:
         assert ours_group["lr"] == theirs_group["lr"]
 
 
+def assert_close_training_state(ours, theirs, atol: float = 1e-6) -> None:
+    """Parameters and optimizer state equal to within ``atol`` (the same computation in another float order)."""
+    our_parameters, their_parameters = ours.policy.state_dict(), theirs.policy.state_dict()
+    assert list(our_parameters) == list(their_parameters)
+    for name, value in their_parameters.items():
+        th.testing.assert_close(our_parameters[name], value, atol=atol, rtol=0, msg=name)
+    our_optimizer, their_optimizer = ours.policy.optimizer.state_dict(), theirs.policy.optimizer.state_dict()
+    assert our_optimizer["state"].keys() == their_optimizer["state"].keys() and their_optimizer["state"]
+    for index, state in their_optimizer["state"].items():
+        assert state.keys() == our_optimizer["state"][index].keys()
+        for key, value in state.items():
+            th.testing.assert_close(
+                th.as_tensor(our_optimizer["state"][index][key]), th.as_tensor(value), atol=atol, rtol=0, msg=str(key)
+            )
+
+
 def run_zoo(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run the entry point like a user would, with one torch thread; fail with its output if it fails."""
     result = subprocess.run(

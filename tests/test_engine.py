@@ -89,6 +89,7 @@ def test_fast_path_of_each_setup():
     assert masked.rollout_loop is masked.minibatches is masked.policy_evaluation is masked.optimizer_step is None
     recurrent = RecurrentPPOVariant("MlpLstmPolicy", "CartPole-v1", log_kl=True, **LSTM, **SMALL).learn(32).fast_path
     assert recurrent.old_policy is recurrent.minibatches is recurrent.sequence_lstm is recurrent.optimizer_step is None
+    assert recurrent.rollout_loop is None
 
 
 def test_verbose_2_prints_the_fast_path_when_it_changes(capsys):

@@ -7,7 +7,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
-from conftest import KeepRolloutPolicy
+from conftest import KeepRolloutPolicy, assert_close_training_state
 from gymnasium import spaces
 from sb3_contrib import RecurrentPPO
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
@@ -50,22 +50,6 @@ def make_env(env_id: str = "CartPole-v1", n_envs: int = 1, dict_obs: bool = Fals
     return make_vec_env(env_id, n_envs=n_envs, seed=SEED, wrapper_class=wrapper_class)
 
 
-def assert_close_training_state(ours, theirs, atol: float = 1e-6) -> None:
-    """Parameters and optimizer state equal to within ``atol`` (the masked means are summed in a different order)."""
-    our_parameters, their_parameters = ours.policy.state_dict(), theirs.policy.state_dict()
-    assert list(our_parameters) == list(their_parameters)
-    for name, value in their_parameters.items():
-        th.testing.assert_close(our_parameters[name], value, atol=atol, rtol=0, msg=name)
-    our_optimizer, their_optimizer = ours.policy.optimizer.state_dict(), theirs.policy.optimizer.state_dict()
-    assert our_optimizer["state"].keys() == their_optimizer["state"].keys() and their_optimizer["state"]
-    for index, state in their_optimizer["state"].items():
-        assert state.keys() == our_optimizer["state"][index].keys()
-        for key, value in state.items():
-            th.testing.assert_close(
-                th.as_tensor(our_optimizer["state"][index][key]), th.as_tensor(value), atol=atol, rtol=0, msg=str(key)
-            )
-
-
 PARITY_CASES = {
     # (env id, n_envs, Dict observations, extra arguments)
     "n_envs_2": ("CartPole-v1", 2, False, {}),
@@ -98,8 +82,10 @@ def test_clip_matches_recurrent_ppo(case):
     if dict_obs:  # sb3-contrib's code, with its reasons
         assert ours.fast_path.sequence_lstm == "policy class RecurrentMultiInputActorCriticPolicy (only MlpLstmPolicy)"
         assert ours.fast_path.minibatches == "rollout buffer class RecurrentDictRolloutBuffer (its own get())"
+        assert ours.fast_path.rollout_loop.endswith("rollout buffer class RecurrentDictRolloutBuffer")
     else:
         assert ours.fast_path.sequence_lstm is ours.fast_path.minibatches is ours.fast_path.optimizer_step is None
+        assert ours.fast_path.rollout_loop is None  # the fast rollout loop (recurrent_rollout.py)
 
 
 class OwnSequencePolicy(MlpLstmPolicy):

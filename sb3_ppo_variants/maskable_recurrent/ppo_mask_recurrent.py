@@ -14,12 +14,13 @@ with padded rows excluded) plus masks:
   exact KL runs over the legal actions only, and padded rows (all actions legal) contribute nothing.
 """
 
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from sb3_contrib.common.maskable.utils import is_masking_supported
+from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_supported
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import Distribution
@@ -195,7 +196,7 @@ class MaskableRecurrentPPOVariant(RecurrentPPOVariant):
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_use_masking"]
 
-    def collect_rollouts(
+    def _contrib_collect_rollouts(
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
     ) -> bool:
         """
@@ -204,13 +205,17 @@ class MaskableRecurrentPPOVariant(RecurrentPPOVariant):
         :class:`~sb3_ppo_variants.maskable_recurrent.policies.StepMasks`).
         """
         if not self._use_masking:
-            return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+            return super()._contrib_collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
         step_masks = StepMasks(env)
         self.policy.step_masks = rollout_buffer.step_masks = step_masks  # type: ignore[attr-defined]
         try:
-            return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+            return super()._contrib_collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
         finally:
             self.policy.step_masks = rollout_buffer.step_masks = None  # type: ignore[attr-defined]
+
+    def _step_masks(self, env: VecEnv) -> Callable[[], np.ndarray] | None:
+        # The fast loop reads the masks before each forward pass, as StepMasks does inside sb3-contrib's loop.
+        return (lambda: get_action_masks(env)) if self._use_masking else None
 
     def predict(  # type: ignore[override]
         self,
