@@ -23,6 +23,7 @@ from sb3_ppo_variants.compare import storage
 from sb3_ppo_variants.compare.metrics import (
     AGGREGATE_METRICS,
     SCORE_EPISODES,
+    SCORED_STATUSES,
     MethodSummary,
     Normalization,
     aggregate_intervals,
@@ -190,7 +191,7 @@ def _learning_curves(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, l
     for result in results:
         config = result["config"]
         shared_grid = grids[config["env_id"]].most_common(1)[0][0] == (config["timesteps"], config["curve_points"])
-        if result.get("status") in ("ok", "diverged") and result.get("curve") and shared_grid:
+        if result.get("status") in SCORED_STATUSES and result.get("curve") and shared_grid:
             curves.setdefault(config["env_id"], {}).setdefault(config["method"], []).append(result["curve"])
     return curves
 
