@@ -15,7 +15,7 @@ import matplotlib
 import numpy as np
 
 from sb3_ppo_variants.atomic import atomic_write
-from sb3_ppo_variants.compare.metrics import AGGREGATE_METRICS, curve_band
+from sb3_ppo_variants.compare.metrics import AGGREGATE_METRICS, CurveBand, curve_band
 from sb3_ppo_variants.compare.specs import Method
 
 if "matplotlib.pyplot" not in sys.modules:  # batch plotting; leave an interactive session's backend alone
@@ -59,7 +59,7 @@ def save_figure(figure: Figure, path: Path) -> Path:
     return atomic_write(path, lambda file: file.write(buffer.getvalue()))
 
 
-def _draw_curves(axis: Any, env_id: str, bands: dict[str, tuple[np.ndarray, ...]], colors: dict[str, Any]) -> None:
+def _draw_curves(axis: Any, env_id: str, bands: dict[str, CurveBand], colors: dict[str, Any]) -> None:
     """Draw each method's curve band (:func:`~sb3_ppo_variants.compare.metrics.curve_band`) with rliable."""
     from rliable import plot_utils
 

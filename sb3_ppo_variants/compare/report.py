@@ -28,6 +28,7 @@ from sb3_ppo_variants.compare.metrics import (
     Normalization,
     aggregate_intervals,
     family_ranking,
+    is_objective_run,
     normalization_constants,
     normalized_score,
     summarize,
@@ -54,7 +55,7 @@ def paper_scores() -> dict[str, Any]:
 def method_of(result: dict[str, Any]) -> Method:
     """The :class:`Method` of a stored result (an objective registered in another process keeps its bare name)."""
     label, algo = result["config"]["method"], result["config"]["algo"]
-    if "objective" not in result["config"]["hyperparams"]:
+    if not is_objective_run(result):
         return Method(label=label, algo=algo)
     try:
         return parse_method(label, algo)
