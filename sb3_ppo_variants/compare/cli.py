@@ -153,7 +153,8 @@ def config_from_args(args: argparse.Namespace, command: str = "") -> StudyConfig
     # A preset's overrides belong to its hyperparameter file; --params apply to whichever file is used.
     overrides = preset.get("overrides", {}) if grid["hyperparams"] == preset.get("hyperparams") else {}
     overrides = {**overrides, **params}
-    # The flags named as StudyConfig fields (workers, eval_episodes...) pass through; the grid's come from the preset.
+    # The flags named as StudyConfig fields (workers, eval_episodes...) pass through; the grid's come from the preset
+    # (timesteps still a float: plan_study checks that it is whole).
     settings = {field.name: getattr(args, field.name) for field in fields(StudyConfig) if hasattr(args, field.name)}
     settings.update(grid, objectives=grid["objectives"] or [], env_kwargs=env_kwargs, overrides=overrides, command=command)
     return StudyConfig(**{**settings, "out": args.out or Path("runs", "compare", args.preset or "study")})
