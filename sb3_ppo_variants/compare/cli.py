@@ -3,6 +3,7 @@
 import argparse
 import json
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -152,28 +153,11 @@ def config_from_args(args: argparse.Namespace, command: str = "") -> StudyConfig
     # A preset's overrides belong to its hyperparameter file; --params apply to whichever file is used.
     overrides = preset.get("overrides", {}) if grid["hyperparams"] == preset.get("hyperparams") else {}
     overrides = {**overrides, **params}
-    return StudyConfig(
-        out=args.out or Path("runs", "compare", args.preset or "study"),
-        envs=list(grid["envs"]),
-        objectives=list(grid["objectives"] or []),
-        seeds=grid["seeds"],
-        timesteps=grid["timesteps"],  # a float here; checked to be whole in plan_study
-        hyperparams=grid["hyperparams"],
-        baselines=grid["baselines"],
-        algo=args.algo,
-        gym_packages=list(args.gym_packages),
-        env_kwargs=env_kwargs,
-        overrides=overrides,
-        workers=args.workers,
-        ray_address=args.ray_address,
-        eval_episodes=args.eval_episodes,
-        random_episodes=args.random_episodes,
-        curve_points=args.curve_points,
-        bootstrap_reps=args.bootstrap_reps,
-        retry_failed=args.retry_failed,
-        preset=args.preset,
-        command=command,
-    )
+    # The flags named as StudyConfig fields (workers, eval_episodes...) pass through; the grid's come from the preset
+    # (timesteps still a float: plan_study checks that it is whole).
+    settings = {field.name: getattr(args, field.name) for field in fields(StudyConfig) if hasattr(args, field.name)}
+    settings.update(grid, objectives=grid["objectives"] or [], env_kwargs=env_kwargs, overrides=overrides, command=command)
+    return StudyConfig(**{**settings, "out": args.out or Path("runs", "compare", args.preset or "study")})
 
 
 def run(args: argparse.Namespace, command: str = "") -> int:

@@ -25,6 +25,8 @@ SCORE_EPISODES = 100
 SCORED_STATUSES = ("ok", "diverged")
 #: rliable aggregate metrics reported, in order.
 AGGREGATE_METRICS = ("IQM", "Mean", "Optimality gap")
+#: A mean learning curve across seeds with its confidence band: timesteps, mean, lower, upper.
+CurveBand = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def mean_of_last(returns: list[float], count: int = SCORE_EPISODES) -> float | None:
@@ -84,6 +86,11 @@ def is_scored(result: dict[str, Any]) -> bool:
     return result.get("status") in SCORED_STATUSES and result.get("score") is not None
 
 
+def is_objective_run(result: dict[str, Any]) -> bool:
+    """Whether a result is of an objective configuration: its hyperparameters set ``objective`` (a baseline's do not)."""
+    return "objective" in result["config"]["hyperparams"]
+
+
 def normalization_constants(results: Sequence[dict[str, Any]], random_scores: dict[str, float]) -> dict[str, Normalization]:
     """
     Normalisation constants of every env that has scored runs and a random-policy score.
@@ -94,8 +101,7 @@ def normalization_constants(results: Sequence[dict[str, Any]], random_scores: di
     constants = {}
     for env_id, random_score in random_scores.items():
         scored = [result for result in results if result["config"]["env_id"] == env_id and is_scored(result)]
-        # Objective configurations are the runs with an ``objective`` hyperparameter (baselines have none).
-        candidates = [result for result in scored if "objective" in result["config"]["hyperparams"]] or scored
+        candidates = [result for result in scored if is_objective_run(result)] or scored
         if candidates:
             best = max(candidates, key=lambda result: result["score"])
             constants[env_id] = Normalization(random_score, float(best["score"]), best["run_id"])
@@ -222,9 +228,7 @@ def aggregate_intervals(
     }
 
 
-def curve_band(
-    curves: Sequence[dict[str, list[Any]]], reps: int = 2000, seed: int = 0, confidence: float = 0.95
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def curve_band(curves: Sequence[dict[str, list[Any]]], reps: int = 2000, seed: int = 0, confidence: float = 0.95) -> CurveBand:
     """
     Mean learning curve across seeds with a pointwise stratified-bootstrap confidence interval (rliable).
 

@@ -15,7 +15,7 @@ import matplotlib
 import numpy as np
 
 from sb3_ppo_variants.atomic import atomic_write
-from sb3_ppo_variants.compare.metrics import AGGREGATE_METRICS, curve_band
+from sb3_ppo_variants.compare.metrics import AGGREGATE_METRICS, CurveBand, curve_band
 from sb3_ppo_variants.compare.specs import Method
 
 if "matplotlib.pyplot" not in sys.modules:  # batch plotting; leave an interactive session's backend alone
@@ -59,28 +59,17 @@ def save_figure(figure: Figure, path: Path) -> Path:
     return atomic_write(path, lambda file: file.write(buffer.getvalue()))
 
 
-def _draw_curves(
-    axis: Any,
-    env_id: str,
-    curves: dict[str, list[dict[str, Any]]],
-    methods: Sequence[Method],
-    colors: dict[str, Any],
-    reps: int,
-) -> None:
+def _draw_curves(axis: Any, env_id: str, bands: dict[str, CurveBand], colors: dict[str, Any]) -> None:
+    """Draw each method's curve band (:func:`~sb3_ppo_variants.compare.metrics.curve_band`) with rliable."""
     from rliable import plot_utils
 
-    for method in methods:
-        if not curves.get(method.label):
-            continue
-        timesteps, mean, lower, upper = curve_band(curves[method.label], reps=reps)
-        if len(timesteps) == 0:
-            continue
+    for label, (timesteps, mean, lower, upper) in bands.items():
         # One call per method: each method is drawn against its own curve points.
         plot_utils.plot_sample_efficiency_curve(
             timesteps,
-            {method.label: mean},
-            {method.label: np.stack([lower, upper])},
-            algorithms=[method.label],
+            {label: mean},
+            {label: np.stack([lower, upper])},
+            algorithms=[label],
             colors=colors,
             ax=axis,
             marker=None,
@@ -119,9 +108,13 @@ def learning_curve_figures(
     rows = math.ceil(len(envs) / columns)
     overview, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.6 * rows), squeeze=False)
     for index, env_id in enumerate(envs):
-        _draw_curves(axes.flat[index], env_id, curves.get(env_id, {}), methods, colors, reps)
+        # Each band is bootstrapped once and drawn in both figures.
+        runs = curves.get(env_id, {})
+        bands = {method.label: curve_band(runs[method.label], reps=reps) for method in methods if runs.get(method.label)}
+        bands = {label: band for label, band in bands.items() if len(band[0])}
+        _draw_curves(axes.flat[index], env_id, bands, colors)
         single, axis = plt.subplots(figsize=(6, 4.2))
-        _draw_curves(axis, env_id, curves.get(env_id, {}), methods, colors, reps)
+        _draw_curves(axis, env_id, bands, colors)
         axis.legend(fontsize="small", frameon=False, loc="best")
         figures[f"curves_{env_id}"] = single
     for axis in list(axes.flat)[len(envs) :]:

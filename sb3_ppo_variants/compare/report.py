@@ -23,10 +23,12 @@ from sb3_ppo_variants.compare import storage
 from sb3_ppo_variants.compare.metrics import (
     AGGREGATE_METRICS,
     SCORE_EPISODES,
+    SCORED_STATUSES,
     MethodSummary,
     Normalization,
     aggregate_intervals,
     family_ranking,
+    is_objective_run,
     normalization_constants,
     normalized_score,
     summarize,
@@ -53,7 +55,7 @@ def paper_scores() -> dict[str, Any]:
 def method_of(result: dict[str, Any]) -> Method:
     """The :class:`Method` of a stored result (an objective registered in another process keeps its bare name)."""
     label, algo = result["config"]["method"], result["config"]["algo"]
-    if "objective" not in result["config"]["hyperparams"]:
+    if not is_objective_run(result):
         return Method(label=label, algo=algo)
     try:
         return parse_method(label, algo)
@@ -190,7 +192,7 @@ def _learning_curves(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, l
     for result in results:
         config = result["config"]
         shared_grid = grids[config["env_id"]].most_common(1)[0][0] == (config["timesteps"], config["curve_points"])
-        if result.get("status") in ("ok", "diverged") and result.get("curve") and shared_grid:
+        if result.get("status") in SCORED_STATUSES and result.get("curve") and shared_grid:
             curves.setdefault(config["env_id"], {}).setdefault(config["method"], []).append(result["curve"])
     return curves
 

@@ -37,14 +37,27 @@ Reporter = Callable[[str, int], None]
 
 
 def versions() -> dict[str, str]:
-    """Versions of Python and of the installed packages a result depends on."""
+    """
+    Versions of Python and of the installed packages a result depends on, and the processor: torch's CPU kernels
+    (MKL's among them) sum in an order that depends on the processor, so a run can end elsewhere on another CPU.
+    """
     found = {"python": platform.python_version()}
     for module in ("sb3_ppo_variants", "stable_baselines3", "gymnasium", "torch", "numpy", "sb3_contrib", "rl_zoo3", "mujoco"):
         try:
             found[module] = importlib.import_module(module).__version__
         except (ImportError, AttributeError):
             pass
-    return found
+    return {**found, "cpu": f"{_processor()}, torch {th.backends.cpu.get_cpu_capability()}"}
+
+
+def _processor() -> str:
+    """The processor's model name (Linux's /proc/cpuinfo), else what the platform says."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            names = [line.partition(":")[2].strip() for line in cpuinfo if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
 
 
 def _import_gym_packages(spec: RunSpec) -> None:

@@ -119,22 +119,11 @@ class Method:
         if self.is_baseline:
             from sb3_ppo_variants.zoo.adapter import REGISTRY
 
-            return (
-                len(families) + 1,
-                "",
-                float(list(REGISTRY).index(self.label) if self.label in REGISTRY else len(REGISTRY)),
-                self.label,
-                "",
-            )
+            registered = list(REGISTRY).index(self.label) if self.label in REGISTRY else len(REGISTRY)
+            return (len(families) + 1, "", float(registered), self.label, "")
         rank = families.index(self.family) if self.family in families else len(families)
         number = -math.inf if self.value is None else float(str(self.value).removeprefix("lin_"))
         return (rank, self.family, number, str(self.value), self.label)
-
-
-def _format_value(text: str) -> str:
-    """Canonical text of a spec value: ``0.20`` → ``0.2``, ``lin_2.5e-4`` → ``lin_0.00025``."""
-    prefix = "lin_" if text.startswith("lin_") else ""
-    return f"{prefix}{float(text.removeprefix('lin_')):g}"
 
 
 def parse_method(spec: str, algo: str = "ppo_variant") -> Method:
@@ -188,7 +177,7 @@ def _spec_value(spec: str, parameter: str, text: str, schedule: bool) -> str:
     number = float(text.removeprefix("lin_"))
     if not math.isfinite(number) or number <= 0:
         raise StudyError(f"--objectives: the value of {spec!r} ({parameter}) must be a finite number > 0, got {text!r}")
-    return _format_value(text)
+    return f"{'lin_' if text.startswith('lin_') else ''}{number:g}"
 
 
 def _check_second_value(spec: str, name: str, value: str | None, second: float | None) -> None:
