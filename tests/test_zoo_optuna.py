@@ -19,6 +19,7 @@ from sb3_ppo_variants.zoo.sampler import (
     KL_TARGET_RANGE,
     PAPER_OBJECTIVES,
     VARIANT_OBJECTIVES,
+    convert_variant_params,
     sample_ppo_variant_params,
 )
 
@@ -62,6 +63,23 @@ def test_sampler_samples_the_objective_and_its_parameters(objective, own_params)
     assert hyperparams["clip_range"] == 0.3 and hyperparams["n_steps"] == 256 and hyperparams["batch_size"] == 64
     assert hyperparams["gamma"] == pytest.approx(0.99)
     assert hyperparams["policy_kwargs"]["net_arch"] == dict(pi=[64, 64], vf=[64, 64])
+
+
+@pytest.mark.parametrize(
+    "objective, own_params",
+    [
+        ("clip", {}),
+        ("fixed_kl", {"kl_coef": 3.0}),
+        ("dual_clip", {"dual_clip": 2.0}),
+        ("asymmetric_clip", {"clip_range_high_delta": 0.05}),
+    ],
+)
+def test_trial_id_converter_gives_the_sampled_hyperparameters(objective, own_params):
+    # rl-zoo's --trial-id rebuilds a trial's hyperparameters from its flat Optuna parameters alone
+    trial = FixedTrial({"objective": objective, **own_params, **PPO_PARAMS})
+    sampled = sample_ppo_variant_params(trial, 1, 1, {})
+    assert convert_variant_params(dict(trial.params)) == sampled
+    assert ("objective_kwargs" in sampled) == (objective in VARIANT_OBJECTIVES)
 
 
 def test_sampler_search_space():

@@ -33,6 +33,8 @@ class Algo:
     :param variant: whether it is a PPO variant of this package (it takes ``objective``; ``compare --algo``)
     :param baselines: for a variant, the algorithms ``compare --baselines`` adds, the one it extends first
     :param sampler: ``"module:function"``, the Optuna sampler of rl-zoo's ``-optimize``
+    :param converter: ``"module:function"``, what turns a trial's Optuna parameters back into hyperparameters (rl-zoo's
+        ``--trial-id``); used with ``sampler``
     :param maskable: whether it plays with the env's action masks (``predict(..., action_masks=...)``): its evaluation
         during training and tuning, ``enjoy`` and ``record-video`` pass them (:mod:`sb3_ppo_variants.zoo.evaluation`)
     """
@@ -43,6 +45,7 @@ class Algo:
     variant: bool = False
     baselines: tuple[str, ...] = ()
     sampler: str | None = None
+    converter: str = "rl_zoo3.hyperparams_opt:convert_onpolicy_params"
     maskable: bool = False
 
     def load(self) -> Any:
@@ -73,6 +76,7 @@ register_algo(
         variant=True,
         baselines=("ppo", "trpo", "a2c"),
         sampler="sb3_ppo_variants.zoo.sampler:sample_ppo_variant_params",
+        converter="sb3_ppo_variants.zoo.sampler:convert_variant_params",
     )
 )
 register_algo(
@@ -83,6 +87,7 @@ register_algo(
         variant=True,
         baselines=("ppo_mask",),
         sampler="sb3_ppo_variants.zoo.sampler:sample_ppo_variant_params",
+        converter="sb3_ppo_variants.zoo.sampler:convert_variant_params",
         maskable=True,
     )
 )
@@ -94,6 +99,7 @@ register_algo(
         variant=True,
         baselines=("ppo_lstm",),
         sampler="sb3_ppo_variants.zoo.sampler:sample_ppo_lstm_variant_params",
+        converter="sb3_ppo_variants.zoo.sampler:convert_variant_params",
     )
 )
 register_algo(
@@ -104,6 +110,7 @@ register_algo(
         variant=True,
         baselines=("ppo_lstm", "ppo_mask"),
         sampler="sb3_ppo_variants.zoo.sampler:sample_ppo_lstm_variant_params",
+        converter="sb3_ppo_variants.zoo.sampler:convert_variant_params",
         maskable=True,
     )
 )
@@ -149,20 +156,20 @@ def register() -> None:
 
     - ``rl_zoo3.utils.ALGOS["ppo_variant"] = PPOVariant`` (``--algo`` choices, ``enjoy``'s loading);
     - for algorithms with a sampler (the variants, ``ppo_mask``), ``HYPERPARAMS_SAMPLER[key]`` (``-optimize``) and
-      ``HYPERPARAMS_CONVERTER[key]`` (``--trial-id``: rl-zoo's on-policy converter, the objective's parameters pass
-      through unchanged).
+      ``HYPERPARAMS_CONVERTER[key]`` (``--trial-id``: rl-zoo's on-policy converter; for the variants after the
+      objective's own parameters are put back into ``objective_kwargs``).
 
     :func:`train` also runs rl-zoo's ``train`` with :class:`PPOVariantExperimentManager` (the shipped default
     hyperparameter file, ``kl_target`` schedules, early checks and masked evaluation for maskable algorithms).
     """
     import rl_zoo3.utils
-    from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER, convert_onpolicy_params
+    from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
 
     for key, algo in REGISTRY.items():
         rl_zoo3.utils.ALGOS.setdefault(key, algo.load())
         if algo.sampler is not None:
             HYPERPARAMS_SAMPLER[key] = import_path(algo.sampler)
-            HYPERPARAMS_CONVERTER[key] = convert_onpolicy_params
+            HYPERPARAMS_CONVERTER[key] = import_path(algo.converter)
 
 
 def check_env_id(env_id: str, gym_packages: Iterable[str] = (), flag: str = "--env") -> str:
