@@ -81,7 +81,9 @@ def convert_variant_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     ``kl_target`` and ``kl_coef`` through), with the newer objectives' flat parameters put back into
     ``objective_kwargs``, as the sampler gave them to the trial's model.
     """
-    own = {name: sampled_params[name] for name in ("dual_clip", "clip_range_high_delta") if name in sampled_params}
+    own: dict[str, Any] = {
+        name: sampled_params[name] for name in ("dual_clip", "clip_range_high_delta") if name in sampled_params
+    }
     hyperparams = convert_onpolicy_params({name: value for name, value in sampled_params.items() if name not in own})
     hyperparams.update(objective_kwargs_of(own, hyperparams))
     return hyperparams
