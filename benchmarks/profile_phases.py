@@ -16,7 +16,9 @@ Phases (wall-clock, medians over the repeats; runs interleaved in one process, 1
   ``FastActorCritic.act``);
 - ``bookkeeping``: the rest of the rollout (conversions, the VecEnv, buffer writes, callbacks, the info buffer,
   timeout bootstrapping, the advantage computation);
-- ``update``: ``train()``.
+- ``update``: ``train()``;
+- ``masks`` (contrib suite): the sub-environments' own ``action_masks()`` (part of ``bookkeeping``: the env's cost,
+  the same for both algorithms).
 
 "clip (SB3 loop)" is PPOVariant with ``fast_rollout=False``: SB3's ``collect_rollouts`` with PPOVariant's update;
 "clip (SB3 update)" is PPOVariant with ``fast_update=False``: the fast rollout loop with SB3's minibatch sampling,
@@ -65,6 +67,8 @@ LABELS = {
     "clip": "clip",
 }
 PHASES = ("rollout", "env", "forward", "bookkeeping", "update")
+#: The contrib suite's phases: also the environments' own action_masks() (inside bookkeeping).
+CONTRIB_PHASES = (*PHASES, "masks")
 
 
 def timed(function: Callable[..., Any], totals: dict[str, float], phase: str) -> Callable[..., Any]:
@@ -99,6 +103,10 @@ def profile_learn(model: Any, steps: int, **learn_kwargs: Any) -> dict[str, floa
     for sub_env in vec_env.envs:  # DummyVecEnv: the environments themselves, Monitor included
         sub_env.step = timed(sub_env.step, totals, "env")
         sub_env.reset = timed(sub_env.reset, totals, "env")
+        try:  # env_method("action_masks") finds it on the outermost wrapper first (get_wrapper_attr)
+            sub_env.action_masks = timed(sub_env.get_wrapper_attr("action_masks"), totals, "masks")
+        except AttributeError:
+            pass
     model.collect_rollouts = timed(model.collect_rollouts, totals, "rollout")
     model.train = timed(model.train, totals, "update")
     model.policy.forward = timed(model.policy.forward, totals, "forward")  # SB3's loop calls policy(obs)
@@ -114,12 +122,21 @@ def profile_learn(model: Any, steps: int, **learn_kwargs: Any) -> dict[str, floa
     return dict(totals)
 
 
-def contrib_main(repeats: int, updates: int) -> None:
-    """sb3-contrib's algorithm and the variant (clip) on each setup of ``speed.py --suite contrib``, interleaved."""
-    from speed import contrib_setups, rollout_size
+def contrib_main(
+    repeats: int, updates: int, prefixes: list[str] | None = None, results_name: str = "profile_phases_contrib"
+) -> None:
+    """
+    sb3-contrib's algorithm and the variant (clip) on each setup of ``speed.py --suite contrib``, interleaved.
+
+    :param repeats: runs of each variant on each setup
+    :param updates: rollouts and updates per run
+    :param prefixes: only the setups whose name starts with one of these (all: ``None``)
+    :param results_name: the results file under ``benchmarks/results/``
+    """
+    from speed import contrib_setups, rollout_size, select_setups
 
     order = random.Random(0)
-    setups = contrib_setups()
+    setups = select_setups(contrib_setups(), prefixes)
     runs: dict[str, dict[str, list[dict[str, float]]]] = {}
     for repeat in range(repeats):
         for name, (family, env_fn, hyperparams, _) in setups.items():
@@ -132,7 +149,7 @@ def contrib_main(repeats: int, updates: int) -> None:
                 run["steps"] = steps
                 runs.setdefault(name, {}).setdefault(variant, []).append(run)
                 print(f"repeat {repeat} {name:32s} {variant:14s} {run['total']:6.2f} s", flush=True)
-    columns = (*PHASES, "total", "total CPU")
+    columns = (*CONTRIB_PHASES, "total", "total CPU")
     lines = [
         f"`python benchmarks/profile_phases.py --suite contrib --repeats {repeats} --updates {updates}`: µs per "
         "environment step (median over repeats)",
@@ -143,7 +160,7 @@ def contrib_main(repeats: int, updates: int) -> None:
     for name, by_variant in runs.items():
         reference = CONTRIB_VARIANTS[setups[name][0]][0]
         medians = {
-            variant: {c: float(np.median([run[c] * 1e6 / run["steps"] for run in variant_runs])) for c in columns}
+            variant: {c: float(np.median([run.get(c, 0.0) * 1e6 / run["steps"] for run in variant_runs])) for c in columns}
             for variant, variant_runs in by_variant.items()
         }
         for variant in (reference, "clip"):
@@ -151,7 +168,7 @@ def contrib_main(repeats: int, updates: int) -> None:
             lines.append(f"| {name} | {variant} | {cells} | {medians[variant]['total'] / medians[reference]['total']:.3f} |")
     lines += ["", f"Versions: {contrib_versions()}", ""]
     results = {"repeats": repeats, "updates": updates, "versions": contrib_versions(), "runs": runs}
-    save_results("profile_phases_contrib", results, "\n".join(lines))
+    save_results(results_name, results, "\n".join(lines))
     print("\n".join(lines))
 
 
@@ -160,10 +177,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--suite", choices=("ppo", "contrib"), default="ppo", help="contrib: the sb3-contrib variants")
     parser.add_argument("--updates", type=int, default=3, help="contrib suite: rollouts and updates per run")
+    parser.add_argument(
+        "--setups",
+        nargs="+",
+        help="contrib suite: only the setups whose name starts with one of these (e.g. --setups Invalid Taxi)",
+    )
+    parser.add_argument("--results", default="profile_phases_contrib", help="contrib suite: the results file")
     args = parser.parse_args()
     th.set_num_threads(1)
     if args.suite == "contrib":
-        contrib_main(args.repeats, args.updates)
+        contrib_main(args.repeats, args.updates, args.setups, args.results)
         return
     order = random.Random(0)
     runs: dict[str, dict[str, list[dict[str, float]]]] = {env: {v: [] for v in VARIANTS} for env in SETUPS}
