@@ -13,7 +13,7 @@ import copy
 import math
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch as th
@@ -42,7 +42,7 @@ _MASKED_DISTRIBUTIONS = (MaskableCategoricalDistribution, MaskableMultiCategoric
 #: torch.distributions.Normal.log_prob's constant, computed the same way.
 _LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
 
-Layer = Callable[[th.Tensor], th.Tensor]
+Layer = Callable[[Any], th.Tensor]
 
 #: What these activation modules' forward calls (the functions themselves, without a Python method around them).
 _ACTIVATIONS: dict[type[nn.Module], Layer] = {nn.Tanh: th.tanh, nn.ReLU: th.relu}
@@ -129,6 +129,49 @@ def _layers(net: nn.Sequential) -> list[Layer]:
     return layers
 
 
+class OneHot(NamedTuple):
+    """
+    A batch of ``Discrete`` observations, one-hot encoded only where needed: the indices, and the one-hot rows
+    (``None`` under ``no_grad``, where no weight gradient needs them).
+    """
+
+    indices: th.Tensor
+    rows: th.Tensor | None
+
+
+class _OneHotLinear(th.autograd.Function):
+    """
+    ``F.linear(rows, weight, bias)`` of one-hot ``rows``, computed as ``weight``'s columns at ``indices`` plus
+    ``bias``, with ``F.linear``'s gradients.
+
+    Forward: each output is a sum of products of which exactly one is ``1 * w`` and the others are ``0 * w = ±0``, so
+    whatever order a matrix product adds them in, it gives ``w`` exactly, and then ``w + b`` rounded once: the same
+    value as the gathered column plus the bias (``tests/test_parity_update.py`` checks both ways, up to a Discrete(500)
+    observation). Backward: what ``F.linear``'s ``addmm`` gives the weight and the bias, from the same one-hot rows
+    with the same matrix product (``grad.t().mm(rows)``, the weight being ``t()`` of a contiguous matrix) and the
+    bias's gradient reduced by autograd as for ``addmm`` (the batch's sum). It saves the forward product, most of a
+    first layer's cost on wide one-hot inputs (Taxi's 500).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, rows: th.Tensor, indices: th.Tensor, weight: th.Tensor, bias: th.Tensor) -> th.Tensor:
+        ctx.save_for_backward(rows)
+        return weight.t().index_select(0, indices) + bias
+
+    @staticmethod
+    def backward(ctx: Any, grad: th.Tensor) -> tuple[None, None, th.Tensor | None, th.Tensor | None]:
+        (rows,) = ctx.saved_tensors
+        weight_grad = grad.t().mm(rows) if ctx.needs_input_grad[2] else None
+        return None, None, weight_grad, grad if ctx.needs_input_grad[3] else None
+
+
+def _one_hot_linear(one_hot: OneHot, weight: th.Tensor, bias: th.Tensor) -> th.Tensor:
+    """A first ``nn.Linear`` on one-hot features (:class:`_OneHotLinear`; a plain gather under ``no_grad``)."""
+    if one_hot.rows is None:
+        return weight.t().index_select(0, one_hot.indices) + bias
+    return _OneHotLinear.apply(one_hot.rows, one_hot.indices, weight, bias)  # type: ignore[no-any-return]
+
+
 def _invalid_parameter(name: str, distribution: str, constraint: str, value: th.Tensor) -> ValueError:
     """The error of torch's distribution argument validation, which SB3's loop runs at every step (NaN parameters)."""
     return ValueError(
@@ -165,8 +208,22 @@ class FastActorCritic:
         )
         # nn.Flatten of a (batch, n) tensor is itself
         self.flatten = self.one_hot is not None or len(observation_space.shape or ()) != 1
-        self.pi_layers = _layers(policy.mlp_extractor.policy_net)
-        self.vf_layers = _layers(policy.mlp_extractor.value_net)
+        policy_net, value_net_ = policy.mlp_extractor.policy_net, policy.mlp_extractor.value_net
+        self.pi_layers = _layers(policy_net)
+        self.vf_layers = _layers(value_net_)
+        #: Discrete observations into a first nn.Linear on both sides: that layer gathers the weight's columns
+        #: (:class:`_OneHotLinear`), and the features are :class:`OneHot` indices (rows only for the gradient)
+        self.one_hot_inputs = (
+            self.one_hot is not None
+            # the weight's gradient formula below is addmm's for a contiguous weight (nn.Linear's)
+            and all(
+                len(net) > 0 and type(net[0]) is nn.Linear and net[0].weight.is_contiguous()
+                for net in (policy_net, value_net_)
+            )
+        )
+        if self.one_hot_inputs:
+            for layers, net in ((self.pi_layers, policy_net), (self.vf_layers, value_net_)):
+                layers[0] = partial(_one_hot_linear, weight=net[0].weight, bias=net[0].bias)
         action_net, value_net = policy.action_net, policy.value_net
         assert isinstance(action_net, nn.Linear) and isinstance(value_net, nn.Linear)
         self.action_weight, self.action_bias = action_net.weight, action_net.bias
@@ -189,7 +246,12 @@ class FastActorCritic:
         self.masked_dist: Any = copy.copy(self.action_dist) if self.masked else None
         self.log_std: th.Tensor | None = policy.log_std if self.gaussian else None
 
-    def _features(self, obs: th.Tensor) -> th.Tensor:
+    def _features(self, obs: th.Tensor) -> Any:
+        if self.one_hot_inputs:  # Discrete observations into first linear layers: their indices (and rows for autograd)
+            assert self.identity is not None
+            indices = obs.long().reshape(-1)
+            rows = self.identity.index_select(0, indices) if th.is_grad_enabled() else None
+            return OneHot(indices, rows)
         if self.identity is not None:  # preprocess_obs of a Discrete space: F.one_hot(obs.long(), n).float()
             features = self.identity.index_select(0, obs.long().reshape(-1)).reshape(*obs.shape, -1)
         elif self.observation_space is not None:  # MultiDiscrete (one-hot per component) or MultiBinary (float)
@@ -198,15 +260,15 @@ class FastActorCritic:
             features = obs.float()  # preprocess_obs of a non-image Box (a no-op for float32)
         return features.flatten(1) if self.flatten else features  # FlattenExtractor
 
-    def _latent_pi(self, features: th.Tensor) -> th.Tensor:
+    def _latent_pi(self, features: Any) -> th.Tensor:
         for layer in self.pi_layers:
             features = layer(features)
-        return features
+        return features  # type: ignore[no-any-return]
 
-    def _latent_vf(self, features: th.Tensor) -> th.Tensor:
+    def _latent_vf(self, features: Any) -> th.Tensor:
         for layer in self.vf_layers:
             features = layer(features)
-        return features
+        return features  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------------------------------------------------------
     # The rollout: ActorCriticPolicy.forward

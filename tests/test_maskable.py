@@ -2,6 +2,7 @@
 
 import math
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
@@ -18,12 +19,15 @@ from sb3_ppo_variants import AdaptiveKLPenalty, PPOVariant
 from sb3_ppo_variants.kl import kl_between
 from sb3_ppo_variants.maskable import MaskablePPOVariant
 from sb3_ppo_variants.old_policy import OldPolicy
+from sb3_ppo_variants.wrappers import InfoActionMasker
 
 SEED = 3
 KWARGS = dict(n_steps=64, batch_size=32, n_epochs=2, seed=SEED, device="cpu")
 
 ENVS = {
     "discrete": lambda: InvalidActionEnvDiscrete(dim=8, ep_length=20, n_invalid_actions=4),
+    # Discrete(500) observations (one-hot: the first layers gather the weights' columns), masks from info
+    "taxi": lambda: InfoActionMasker(gym.make("Taxi-v4", max_episode_steps=30)),
     "multidiscrete": lambda: InvalidActionEnvMultiDiscrete(dims=[3, 4], ep_length=20, n_invalid_actions=3),
     "multibinary": lambda: InvalidActionEnvMultiBinary(dims=4, ep_length=20, n_invalid_actions=2),
 }
@@ -42,6 +46,8 @@ PARITY_CASES = {
     "multidiscrete_n_envs_3_ent": ("multidiscrete", 3, True, dict(ent_coef=0.01)),
     "multibinary_n_envs_2_ent": ("multibinary", 2, True, dict(ent_coef=0.01, clip_range_vf=0.2)),
     "multidiscrete_no_masking": ("multidiscrete", 1, False, dict(ent_coef=0.01)),
+    "taxi_n_envs_2_ent": ("taxi", 2, True, dict(ent_coef=0.01)),
+    "taxi_separate_extractors": ("taxi", 1, True, dict(policy_kwargs=dict(share_features_extractor=False))),
 }
 
 
@@ -59,6 +65,7 @@ def test_clip_matches_maskable_ppo(case):
     fallbacks = ours.fast_path.fallbacks()
     assert set(fallbacks) <= {"entropy_graph", "old_policy"}, fallbacks
     assert ("entropy_graph" in fallbacks) == ("ent_coef" in extra)
+    assert ours._fast_policy(ours.policy).one_hot_inputs == (env_name in ("discrete", "taxi"))  # type: ignore[union-attr]
 
 
 def test_predict_with_masks_matches_maskable_ppo():
