@@ -224,6 +224,8 @@ class FastActorCritic:
         if self.one_hot_inputs:
             for layers, net in ((self.pi_layers, policy_net), (self.vf_layers, value_net_)):
                 layers[0] = partial(_one_hot_linear, weight=net[0].weight, bias=net[0].bias)
+            self.first_layers: tuple[nn.Linear, nn.Linear] = (policy_net[0], value_net_[0])
+            self.pi_rest, self.vf_rest = self.pi_layers[1:], self.vf_layers[1:]
         action_net, value_net = policy.action_net, policy.value_net
         assert isinstance(action_net, nn.Linear) and isinstance(value_net, nn.Linear)
         self.action_weight, self.action_bias = action_net.weight, action_net.bias
@@ -295,6 +297,9 @@ class FastActorCritic:
                 raise _invalid_parameter("scale", "Normal", "GreaterThan(lower_bound=0.0)", self.scale)
             # Normal.rsample draws torch.empty(shape).normal_(): refilling one tensor of that shape draws the same numbers
             self.noise = th.empty_like(self.scale)
+        if self.one_hot_inputs:
+            # The first layers' weights transposed once per rollout: each step gathers its rows (_OneHotLinear's values)
+            self.rollout_first = [(layer.weight.t().contiguous(), layer.bias) for layer in self.first_layers]
 
     def act(self, obs: th.Tensor, masks: np.ndarray | None = None) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """
@@ -306,9 +311,19 @@ class FastActorCritic:
         :param masks: the legal actions (a masked policy): ``MaskableCategorical.apply_masking``'s logits
         :return: actions, values and log-probabilities, as ``ActorCriticPolicy.forward`` returns them
         """
-        features = self._features(obs)
-        latent_pi = self._latent_pi(features)
-        latent_vf = self._latent_vf(features)
+        if self.one_hot_inputs:  # the first layers' outputs as rows of their transposed weights, plus the bias
+            indices = obs.long().reshape(-1)
+            (pi_weight, pi_bias), (vf_weight, vf_bias) = self.rollout_first
+            latent_pi = pi_weight.index_select(0, indices).add_(pi_bias)
+            for layer in self.pi_rest:
+                latent_pi = layer(latent_pi)
+            latent_vf = vf_weight.index_select(0, indices).add_(vf_bias)
+            for layer in self.vf_rest:
+                latent_vf = layer(latent_vf)
+        else:
+            features = self._features(obs)
+            latent_pi = self._latent_pi(features)
+            latent_vf = self._latent_vf(features)
         values = F.linear(latent_vf, self.value_weight, self.value_bias)
         mean_actions = F.linear(latent_pi, self.action_weight, self.action_bias)
         if self.gaussian:
@@ -319,19 +334,30 @@ class FastActorCritic:
             # -((actions - mean) ** 2) / (2 * var) - log_scale - log(sqrt(2π)), in place on a temporary (same kernels)
             log_prob = (actions - mean_actions).pow_(2).div_(self.minus_two_var).sub_(self.log_scale).sub_(_LOG_SQRT_2PI)
             log_prob = log_prob.sum(dim=1)
+        elif self.masked and self.split_sizes is None:
+            # MaskableCategorical: normalised logits, apply_masking (-1e8 for illegal actions), normalised again (even
+            # without masks); softmax probabilities, multinomial sample, gathered log-probability. _masked_logits'
+            # operations, inline: this is the per-step path of Discrete actions.
+            logits = mean_actions - mean_actions.logsumexp(dim=-1, keepdim=True)
+            if th.isnan(logits).any():  # the first Categorical's validation
+                raise _invalid_parameter("logits", "Categorical", "IndependentConstraint(Real(), 1)", logits)
+            if masks is not None:
+                logits = th.where(th.as_tensor(masks, dtype=th.bool).reshape(logits.shape), logits, _HUGE_NEG)
+            logits = logits - logits.logsumexp(dim=-1, keepdim=True)
+            samples = th.multinomial(F.softmax(logits, dim=-1), 1, True)
+            log_prob = logits.gather(-1, samples).squeeze(-1)
+            actions = samples.T.reshape(-1)
         elif self.masked:
-            # sb3-contrib's masked distribution: per categorical, the masked logits normalised again (Categorical), the
-            # softmax probabilities, one multinomial draw (in the categoricals' order) and the gathered log-probability
+            # sb3-contrib's masked multi-categorical distribution: per categorical, the masked logits normalised again,
+            # the softmax probabilities, one multinomial draw (in the categoricals' order), the gathered log-probability
             samples, log_probs = [], []
             for masked_logits, _ in self._masked_logits(mean_actions, masks, check_nan=True):
                 logits = masked_logits - masked_logits.logsumexp(dim=-1, keepdim=True)
                 sample = th.multinomial(F.softmax(logits, dim=-1), 1, True)
                 log_probs.append(logits.gather(-1, sample).squeeze(-1))
                 samples.append(sample.T.reshape(-1))
-            if self.split_sizes is None:
-                actions, log_prob = samples[0], log_probs[0]
-            else:  # MaskableMultiCategoricalDistribution: sample() and log_prob() stack, log_prob() sums
-                actions, log_prob = th.stack(samples, dim=1), th.stack(log_probs, dim=1).sum(dim=1)
+            # MaskableMultiCategoricalDistribution: sample() and log_prob() stack, log_prob() sums
+            actions, log_prob = th.stack(samples, dim=1), th.stack(log_probs, dim=1).sum(dim=1)
         else:
             # Categorical(logits=...): normalised logits, softmax probabilities, multinomial sample, gathered log-prob
             logits = mean_actions - mean_actions.logsumexp(dim=-1, keepdim=True)

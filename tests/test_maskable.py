@@ -14,6 +14,7 @@ from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import FlattenExtractor
 
 from sb3_ppo_variants import AdaptiveKLPenalty, PPOVariant
 from sb3_ppo_variants.kl import kl_between
@@ -66,6 +67,21 @@ def test_clip_matches_maskable_ppo(case):
     assert set(fallbacks) <= {"entropy_graph", "old_policy"}, fallbacks
     assert ("entropy_graph" in fallbacks) == ("ent_coef" in extra)
     assert ours._fast_policy(ours.policy).one_hot_inputs == (env_name in ("discrete", "taxi"))  # type: ignore[union-attr]
+
+
+class CustomExtractor(FlattenExtractor):
+    """A features extractor that is not SB3's own class (it could change what the policy computes)."""
+
+
+def test_custom_extractor_falls_back():
+    """Outside the masked fast path, sb3-contrib's rollout and evaluation run (the plan says why), with its numbers."""
+    kwargs = dict(policy_kwargs=dict(features_extractor_class=CustomExtractor), **KWARGS)
+    theirs = MaskablePPO("MlpPolicy", make_env("multidiscrete"), **kwargs).learn(2 * KWARGS["n_steps"])
+    ours = MaskablePPOVariant("MlpPolicy", make_env("multidiscrete"), **kwargs).learn(2 * KWARGS["n_steps"])
+    assert_same_training_state(ours, theirs)
+    fallbacks = ours.fast_path.fallbacks()
+    assert fallbacks["policy_evaluation"] == "features extractor other than FlattenExtractor"
+    assert fallbacks["rollout_loop"] == f"sb3-contrib's MaskablePPO.collect_rollouts (masks): {fallbacks['policy_evaluation']}"
 
 
 def test_predict_with_masks_matches_maskable_ppo():
