@@ -17,8 +17,8 @@ Phases (wall-clock, medians over the repeats; runs interleaved in one process, 1
 - ``bookkeeping``: the rest of the rollout (conversions, the VecEnv, buffer writes, callbacks, the info buffer,
   timeout bootstrapping, the advantage computation);
 - ``update``: ``train()``;
-- ``masks`` (contrib suite): the sub-environments' own ``action_masks()`` (part of ``bookkeeping``: the env's cost,
-  the same for both algorithms).
+- ``masks`` (contrib suite): the sub-environments' own ``action_masks()``, inside ``bookkeeping`` (the env's cost, the
+  same for both algorithms).
 
 "clip (SB3 loop)" is PPOVariant with ``fast_rollout=False``: SB3's ``collect_rollouts`` with PPOVariant's update;
 "clip (SB3 update)" is PPOVariant with ``fast_update=False``: the fast rollout loop with SB3's minibatch sampling,
@@ -105,7 +105,7 @@ def profile_learn(model: Any, steps: int, **learn_kwargs: Any) -> dict[str, floa
         sub_env.reset = timed(sub_env.reset, totals, "env")
         try:  # env_method("action_masks") finds it on the outermost wrapper first (get_wrapper_attr)
             sub_env.action_masks = timed(sub_env.get_wrapper_attr("action_masks"), totals, "masks")
-        except AttributeError:
+        except AttributeError:  # no masks (the recurrent setups)
             pass
     model.collect_rollouts = timed(model.collect_rollouts, totals, "rollout")
     model.train = timed(model.train, totals, "update")
@@ -122,21 +122,12 @@ def profile_learn(model: Any, steps: int, **learn_kwargs: Any) -> dict[str, floa
     return dict(totals)
 
 
-def contrib_main(
-    repeats: int, updates: int, prefixes: list[str] | None = None, results_name: str = "profile_phases_contrib"
-) -> None:
-    """
-    sb3-contrib's algorithm and the variant (clip) on each setup of ``speed.py --suite contrib``, interleaved.
-
-    :param repeats: runs of each variant on each setup
-    :param updates: rollouts and updates per run
-    :param prefixes: only the setups whose name starts with one of these (all: ``None``)
-    :param results_name: the results file under ``benchmarks/results/``
-    """
+def contrib_main(repeats: int, updates: int, names: list[str] | None = None) -> None:
+    """sb3-contrib's algorithm and the variant (clip) on each setup of ``speed.py --suite contrib``, interleaved."""
     from speed import contrib_setups, rollout_size, select_setups
 
     order = random.Random(0)
-    setups = select_setups(contrib_setups(), prefixes)
+    setups = select_setups(contrib_setups(), names)
     runs: dict[str, dict[str, list[dict[str, float]]]] = {}
     for repeat in range(repeats):
         for name, (family, env_fn, hyperparams, _) in setups.items():
@@ -168,7 +159,7 @@ def contrib_main(
             lines.append(f"| {name} | {variant} | {cells} | {medians[variant]['total'] / medians[reference]['total']:.3f} |")
     lines += ["", f"Versions: {contrib_versions()}", ""]
     results = {"repeats": repeats, "updates": updates, "versions": contrib_versions(), "runs": runs}
-    save_results(results_name, results, "\n".join(lines))
+    save_results("profile_phases_contrib", results, "\n".join(lines))
     print("\n".join(lines))
 
 
@@ -178,15 +169,12 @@ def main() -> None:
     parser.add_argument("--suite", choices=("ppo", "contrib"), default="ppo", help="contrib: the sb3-contrib variants")
     parser.add_argument("--updates", type=int, default=3, help="contrib suite: rollouts and updates per run")
     parser.add_argument(
-        "--setups",
-        nargs="+",
-        help="contrib suite: only the setups whose name starts with one of these (e.g. --setups Invalid Taxi)",
+        "--setups", nargs="+", default=None, help="contrib suite: only these setups (names as in speed.py --suite contrib)"
     )
-    parser.add_argument("--results", default="profile_phases_contrib", help="contrib suite: the results file")
     args = parser.parse_args()
     th.set_num_threads(1)
     if args.suite == "contrib":
-        contrib_main(args.repeats, args.updates, args.setups, args.results)
+        contrib_main(args.repeats, args.updates, args.setups)
         return
     order = random.Random(0)
     runs: dict[str, dict[str, list[dict[str, float]]]] = {env: {v: [] for v in VARIANTS} for env in SETUPS}

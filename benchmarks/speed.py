@@ -22,7 +22,8 @@ other jobs on the machine.
 MaskableRecurrentPPOVariant (``use_masking=False``) against RecurrentPPO, 20 updates per run at ``--scale 1`` (a
 fraction of them otherwise); results in ``speed_contrib``. Targets: clip / sb3-contrib <= 0.5 (maskable), <= 0.33
 (CartPoleNoVel-v1, rl-zoo's entry), <= 0.5 (PendulumNoVel-v1), <= 0.25 (RecurrentPPO's defaults), <= 0.4 (masked
-LSTM); each KL objective / clip <= 1.05.
+LSTM); each KL objective / clip <= 1.05. ``--setups`` runs only the named setups (e.g. ``--setups
+"CartPoleNoVel-v1 (defaults)" CartPoleNoVel-v1``).
 """
 
 import argparse
@@ -125,46 +126,25 @@ def rollout_size(family: str, hyperparams: dict[str, Any]) -> int:
     return int(hyperparams.get("n_steps", default_n_steps)) * int(hyperparams.get("n_envs", 1))
 
 
-def select_setups(setups: dict[str, Any], prefixes: list[str] | None) -> dict[str, Any]:
-    """The setups whose name starts with one of ``prefixes`` (case-insensitive); all of them for ``None``."""
-    if not prefixes:
+def select_setups(setups: dict[str, Any], names: list[str] | None) -> dict[str, Any]:
+    """The setups called ``names`` (all of them for ``None``), in the suite's order; an unknown name is an error."""
+    if names is None:
         return setups
-    chosen = {name: setup for name, setup in setups.items() if name.lower().startswith(tuple(p.lower() for p in prefixes))}
-    if not chosen:
-        raise SystemExit(f"no setup starts with one of {prefixes}; the setups: {list(setups)}")
-    return chosen
+    unknown = sorted(set(names) - set(setups))
+    if unknown:
+        raise ValueError(f"--setups: unknown setups {unknown}; the contrib suite's setups are {list(setups)}")
+    return {name: setup for name, setup in setups.items() if name in names}
 
 
-def contrib_main(
-    repeats: int,
-    scale: float,
-    prefixes: list[str] | None = None,
-    objectives: list[str] | None = None,
-    results: str = "speed_contrib",
-) -> None:
-    """
-    Each contrib variant (clip and the KL objectives) against its sb3-contrib counterpart, interleaved.
-
-    :param repeats: runs of each variant on each setup
-    :param scale: fraction of each setup's updates to run
-    :param prefixes: only the setups whose name starts with one of these (all: ``None``)
-    :param objectives: the objectives to run besides clip (all: ``None``)
-    :param results: the results file under ``benchmarks/results/``
-    """
+def contrib_main(repeats: int, scale: float, names: list[str] | None = None) -> None:
+    """Each contrib variant (clip and the KL objectives) against its sb3-contrib counterpart, interleaved."""
     order = random.Random(0)
-    setups = select_setups(contrib_setups(), prefixes)
+    setups = select_setups(contrib_setups(), names)
     steps = {
         name: max(1, round(updates * scale)) * rollout_size(family, hyperparams)
         for name, (family, _, hyperparams, updates) in setups.items()
     }
-    variants = {  # reference, clip, KL x2
-        name: [
-            v
-            for v in CONTRIB_VARIANTS[family][:4]
-            if v in (CONTRIB_VARIANTS[family][:2]) or objectives is None or v in objectives
-        ]
-        for name, (family, *_) in setups.items()
-    }
+    variants = {name: CONTRIB_VARIANTS[family][:4] for name, (family, *_) in setups.items()}  # reference, clip, KL x2
     seconds = {name: {variant: [] for variant in variants[name]} for name in setups}
     cpu_seconds = {name: {variant: [] for variant in variants[name]} for name in setups}
     for repeat in range(repeats):
@@ -179,7 +159,7 @@ def contrib_main(
                 cpu_seconds[name][variant].append(time.process_time() - cpu_start)
                 steps_per_second = steps[name] / seconds[name][variant][-1]
                 print(f"repeat {repeat} {name:32s} {variant:14s} {steps_per_second:7.0f} steps/s", flush=True)
-    contrib_report(repeats, scale, setups, steps, seconds, cpu_seconds, results)
+    contrib_report(repeats, scale, setups, steps, seconds, cpu_seconds)
 
 
 def contrib_report(
@@ -189,9 +169,8 @@ def contrib_report(
     steps: dict[str, int],
     seconds: dict[str, dict[str, list[float]]],
     cpu_seconds: dict[str, dict[str, list[float]]],
-    results_name: str = "speed_contrib",
 ) -> None:
-    """``results/<results_name>.{json,md}``: steps/s and the medians of the within-repeat time ratios."""
+    """``results/speed_contrib.{json,md}``: steps/s and the medians of the within-repeat time ratios."""
     results: dict[str, Any] = {"repeats": repeats, "scale": scale, "versions": contrib_versions(), "envs": {}}
     lines = [
         "# Speed: MaskablePPOVariant / RecurrentPPOVariant / MaskableRecurrentPPOVariant vs sb3-contrib",
@@ -226,7 +205,7 @@ def contrib_report(
                 f"{cpu[reference][variant]:.3f} | {cpu['clip'][variant]:.3f} |"
             )
     lines += ["", f"Versions: {results['versions']}", ""]
-    save_results(results_name, results, "\n".join(lines))
+    save_results("speed_contrib", results, "\n".join(lines))
     print("\n".join(lines))
 
 
@@ -238,7 +217,7 @@ def main() -> None:
         nargs="+",
         choices=(*SPEED_VARIANTS, *EXTRA_VARIANTS),
         default=list(SPEED_VARIANTS),
-        help="a subset (sb3_ppo and clip always run; contrib suite: the sb3-contrib algorithm and clip); clip_torch_adam: clip with torch's Adam step instead of FlatAdam",
+        help="a subset (sb3_ppo and clip always run); clip_torch_adam: clip with torch's Adam step instead of FlatAdam",
     )
     parser.add_argument("--suite", choices=("ppo", "contrib"), default="ppo", help="contrib: the sb3-contrib variants")
     parser.add_argument(
@@ -247,19 +226,18 @@ def main() -> None:
         default=1.0,
         help="fraction of each setup's steps to run (shorter runs on a busy machine; learn() completes whole rollouts)",
     )
+    parser.add_argument("--results", default="speed", help="the PPO suite's results file under benchmarks/results/")
     parser.add_argument(
         "--setups",
         nargs="+",
-        help="contrib suite: only the setups whose name starts with one of these (e.g. --setups Invalid Taxi)",
-    )
-    parser.add_argument(
-        "--results", help="the results file under benchmarks/results/ (default: speed, or speed_contrib for --suite contrib)"
+        default=None,
+        help="contrib suite: only these setups (their names in the results table, e.g. 'CartPoleNoVel-v1 (defaults)')",
     )
     args = parser.parse_args()
     setups = {env_id: (hyperparams, max(1, round(steps * args.scale))) for env_id, (hyperparams, steps) in SETUPS.items()}
     th.set_num_threads(1)  # one core per run, as SB3 recommends for MLP policies on CPU
     if args.suite == "contrib":
-        contrib_main(args.repeats, args.scale, args.setups, args.variants, args.results or "speed_contrib")
+        contrib_main(args.repeats, args.scale, args.setups)
         return
     speed_variants = [v for v in (*SPEED_VARIANTS, *EXTRA_VARIANTS) if v in {"sb3_ppo", "clip", *args.variants}]
     order = random.Random(0)
@@ -327,7 +305,7 @@ def main() -> None:
                 f"{update[variant]:.2f} | {same_rollout[variant]:.3f} |"
             )
     lines += ["", f"Versions: {results['versions']}", ""]
-    save_results(args.results or "speed", results, "\n".join(lines))
+    save_results(args.results, results, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -222,9 +222,11 @@ class FastActorCritic:
             )
         )
         if self.one_hot_inputs:
-            for layers, net in ((self.pi_layers, policy_net), (self.vf_layers, value_net_)):
-                layers[0] = partial(_one_hot_linear, weight=net[0].weight, bias=net[0].bias)
-            self.first_layers: tuple[nn.Linear, nn.Linear] = (policy_net[0], value_net_[0])
+            first_pi, first_vf = policy_net[0], value_net_[0]
+            assert isinstance(first_pi, nn.Linear) and isinstance(first_vf, nn.Linear)
+            self.first_layers = (first_pi, first_vf)
+            for layers, first in ((self.pi_layers, first_pi), (self.vf_layers, first_vf)):
+                layers[0] = partial(_one_hot_linear, weight=first.weight, bias=first.bias)
             self.pi_rest, self.vf_rest = self.pi_layers[1:], self.vf_layers[1:]
         action_net, value_net = policy.action_net, policy.value_net
         assert isinstance(action_net, nn.Linear) and isinstance(value_net, nn.Linear)
@@ -350,14 +352,15 @@ class FastActorCritic:
         elif self.masked:
             # sb3-contrib's masked multi-categorical distribution: per categorical, the masked logits normalised again,
             # the softmax probabilities, one multinomial draw (in the categoricals' order), the gathered log-probability
-            samples, log_probs = [], []
+            sub_actions: list[th.Tensor] = []
+            sub_log_probs: list[th.Tensor] = []
             for masked_logits, _ in self._masked_logits(mean_actions, masks, check_nan=True):
                 logits = masked_logits - masked_logits.logsumexp(dim=-1, keepdim=True)
                 sample = th.multinomial(F.softmax(logits, dim=-1), 1, True)
-                log_probs.append(logits.gather(-1, sample).squeeze(-1))
-                samples.append(sample.T.reshape(-1))
+                sub_log_probs.append(logits.gather(-1, sample).squeeze(-1))
+                sub_actions.append(sample.T.reshape(-1))
             # MaskableMultiCategoricalDistribution: sample() and log_prob() stack, log_prob() sums
-            actions, log_prob = th.stack(samples, dim=1), th.stack(log_probs, dim=1).sum(dim=1)
+            actions, log_prob = th.stack(sub_actions, dim=1), th.stack(sub_log_probs, dim=1).sum(dim=1)
         else:
             # Categorical(logits=...): normalised logits, softmax probabilities, multinomial sample, gathered log-prob
             logits = mean_actions - mean_actions.logsumexp(dim=-1, keepdim=True)
@@ -401,7 +404,7 @@ class FastActorCritic:
             split_masks = (None,) * len(splits)
             if masks is not None:
                 split_masks = th.split(th.as_tensor(masks).view(-1, self.n_logits), self.split_sizes, dim=1)
-        masked = []
+        masked: list[tuple[th.Tensor, th.Tensor | None]] = []
         for split, mask in zip(splits, split_masks, strict=True):
             normalised = split - split.logsumexp(dim=-1, keepdim=True)
             if check_nan and th.isnan(normalised).any():
