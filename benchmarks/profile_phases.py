@@ -16,7 +16,9 @@ Phases (wall-clock, medians over the repeats; runs interleaved in one process, 1
   ``FastActorCritic.act``);
 - ``bookkeeping``: the rest of the rollout (conversions, the VecEnv, buffer writes, callbacks, the info buffer,
   timeout bootstrapping, the advantage computation);
-- ``update``: ``train()``.
+- ``update``: ``train()``;
+- ``masks`` (contrib suite): the sub-environments' own ``action_masks()``, inside ``bookkeeping`` (the env's cost, the
+  same for both algorithms).
 
 "clip (SB3 loop)" is PPOVariant with ``fast_rollout=False``: SB3's ``collect_rollouts`` with PPOVariant's update;
 "clip (SB3 update)" is PPOVariant with ``fast_update=False``: the fast rollout loop with SB3's minibatch sampling,
@@ -66,6 +68,8 @@ LABELS = {
     "clip": "clip",
 }
 PHASES = ("rollout", "env", "forward", "bookkeeping", "update")
+#: The contrib suite's phases: also the environments' own action_masks() (inside bookkeeping).
+CONTRIB_PHASES = (*PHASES, "masks")
 
 
 def timed(function: Callable[..., Any], totals: dict[str, float], phase: str) -> Callable[..., Any]:
@@ -100,6 +104,10 @@ def profile_learn(model: Any, steps: int, **learn_kwargs: Any) -> dict[str, floa
     for sub_env in vec_env.envs:  # DummyVecEnv: the environments themselves, Monitor included
         sub_env.step = timed(sub_env.step, totals, "env")
         sub_env.reset = timed(sub_env.reset, totals, "env")
+        try:  # env_method("action_masks") finds it on the outermost wrapper first (get_wrapper_attr)
+            sub_env.action_masks = timed(sub_env.get_wrapper_attr("action_masks"), totals, "masks")
+        except AttributeError:  # no masks (the recurrent setups)
+            pass
     model.collect_rollouts = timed(model.collect_rollouts, totals, "rollout")
     model.train = timed(model.train, totals, "update")
     model.policy.forward = timed(model.policy.forward, totals, "forward")  # SB3's loop calls policy(obs)
@@ -138,7 +146,7 @@ def contrib_main(repeats: int, updates: int, names: list[str] | None = None) -> 
                 run["steps"] = steps
                 runs.setdefault(name, {}).setdefault(variant, []).append(run)
                 print(f"repeat {repeat} {name:32s} {variant:14s} {run['total']:6.2f} s", flush=True)
-    columns = (*PHASES, "total", "total CPU")
+    columns = (*CONTRIB_PHASES, "total", "total CPU")
     lines = [
         f"`python benchmarks/profile_phases.py --suite contrib --repeats {repeats} --updates {updates}`: µs per "
         "environment step (median over repeats)",
@@ -149,7 +157,7 @@ def contrib_main(repeats: int, updates: int, names: list[str] | None = None) -> 
     for name, by_variant in runs.items():
         reference = CONTRIB_VARIANTS[setups[name][0]][0]
         medians = {
-            variant: {c: float(np.median([run[c] * 1e6 / run["steps"] for run in variant_runs])) for c in columns}
+            variant: {c: float(np.median([run.get(c, 0.0) * 1e6 / run["steps"] for run in variant_runs])) for c in columns}
             for variant, variant_runs in by_variant.items()
         }
         for variant in (reference, "clip"):

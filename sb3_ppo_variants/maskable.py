@@ -7,11 +7,12 @@ bases, replaces ``MaskablePPO.train``). Set-up, policies, buffers, rollout colle
 with the action masks stored with each sample, so both are the *masked* distributions and their KL runs over the valid
 actions only (finite with sb3-contrib's ``-1e8`` masked logits and with ``-inf``).
 
-The fast plan covers sb3-contrib's ``MlpPolicy`` with ``Discrete`` actions (``Box`` or ``Discrete`` observations): the
-rollout loop of :mod:`sb3_ppo_variants.rollout` with each step's masks applied to the logits as
-``MaskableCategorical`` applies them (no distribution object per step), ``MaskableRolloutBuffer``'s minibatches with
-their rows, :class:`~sb3_ppo_variants.fast_policy.FastActorCritic`'s layers with sb3-contrib's masked distribution,
-π_old once per update and the flat Adam step: the same numbers as ``MaskablePPO``.
+The fast plan covers sb3-contrib's ``MlpPolicy`` with ``Discrete``, ``MultiDiscrete`` or ``MultiBinary`` actions (``Box``,
+``Discrete``, ``MultiDiscrete`` or ``MultiBinary`` observations): the rollout loop of :mod:`sb3_ppo_variants.rollout`
+with each step's masks applied to the logits as ``MaskableCategorical`` applies them, ``MaskableRolloutBuffer``'s
+minibatches with their rows, :class:`~sb3_ppo_variants.fast_policy.FastActorCritic`'s layers and masked
+distributions (no ``MaskableCategorical`` objects, in the rollout or the update), π_old once per update and the flat
+Adam step: the same numbers as ``MaskablePPO``.
 """
 
 from typing import Any, ClassVar, TypeVar

@@ -11,8 +11,9 @@ only drops the overhead around them.
 The fast loop covers the common case (see :func:`plan_rollout`): SB3's ``ActorCriticPolicy``
 (``MlpPolicy``) on CPU with the default ``FlattenExtractor``, a flat (non-image) ``Box`` or a ``Discrete`` observation
 space, ``Box`` (diagonal Gaussian, no squashing) or ``Discrete`` actions, no gSDE, SB3's own ``RolloutBuffer`` and no
-module hooks; and the same for sb3-contrib's ``MaskablePPO`` (``MaskableActorCriticPolicy``, ``Discrete`` actions,
-``MaskableRolloutBuffer``), whose per-step masks are applied to the logits as ``MaskableCategorical`` applies them.
+module hooks; and the same for sb3-contrib's ``MaskablePPO`` (``MaskableActorCriticPolicy``, ``Discrete``,
+``MultiDiscrete`` or ``MultiBinary`` actions, ``MaskableRolloutBuffer``), whose per-step masks are applied to the logits
+as ``MaskableCategorical`` applies them.
 Everything else runs the algorithm's own ``collect_rollouts``.
 """
 

@@ -2,6 +2,7 @@
 
 import math
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
@@ -13,17 +14,21 @@ from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import FlattenExtractor
 
 from sb3_ppo_variants import AdaptiveKLPenalty, PPOVariant
 from sb3_ppo_variants.kl import kl_between
 from sb3_ppo_variants.maskable import MaskablePPOVariant
 from sb3_ppo_variants.old_policy import OldPolicy
+from sb3_ppo_variants.wrappers import InfoActionMasker
 
 SEED = 3
 KWARGS = dict(n_steps=64, batch_size=32, n_epochs=2, seed=SEED, device="cpu")
 
 ENVS = {
     "discrete": lambda: InvalidActionEnvDiscrete(dim=8, ep_length=20, n_invalid_actions=4),
+    # Discrete(500) observations (one-hot: the first layers gather the weights' columns), masks from info
+    "taxi": lambda: InfoActionMasker(gym.make("Taxi-v4", max_episode_steps=30)),
     "multidiscrete": lambda: InvalidActionEnvMultiDiscrete(dims=[3, 4], ep_length=20, n_invalid_actions=3),
     "multibinary": lambda: InvalidActionEnvMultiBinary(dims=4, ep_length=20, n_invalid_actions=2),
 }
@@ -39,6 +44,11 @@ PARITY_CASES = {
     "multibinary": ("multibinary", 1, True, {}),
     "no_masking": ("discrete", 1, False, {}),
     "n_envs_2_vf_clip_ent": ("discrete", 2, True, dict(clip_range_vf=0.2, ent_coef=0.01)),
+    "multidiscrete_n_envs_3_ent": ("multidiscrete", 3, True, dict(ent_coef=0.01)),
+    "multibinary_n_envs_2_ent": ("multibinary", 2, True, dict(ent_coef=0.01, clip_range_vf=0.2)),
+    "multidiscrete_no_masking": ("multidiscrete", 1, False, dict(ent_coef=0.01)),
+    "taxi_n_envs_2_ent": ("taxi", 2, True, dict(ent_coef=0.01)),
+    "taxi_separate_extractors": ("taxi", 1, True, dict(policy_kwargs=dict(share_features_extractor=False))),
 }
 
 
@@ -52,15 +62,26 @@ def test_clip_matches_maskable_ppo(case):
     theirs, ours = models
     assert ours._n_updates == theirs._n_updates >= 2 * KWARGS["n_epochs"]
     assert_same_training_state(ours, theirs)
+    # the masked fast path (Discrete, MultiDiscrete and MultiBinary actions): rollout loop, minibatches, evaluation, Adam
     fallbacks = ours.fast_path.fallbacks()
-    if env_name == "discrete":  # the masked fast path: rollout loop, minibatches, evaluation, Adam
-        assert set(fallbacks) <= {"env_step", "entropy_graph", "old_policy"}, fallbacks
-    else:  # masked multi-categorical distributions: sb3-contrib's code, with the reason
-        assert fallbacks["policy_evaluation"].startswith("observation space Multi")
-        assert (
-            fallbacks["rollout_loop"]
-            == f"sb3-contrib's MaskablePPO.collect_rollouts (masks): {fallbacks['policy_evaluation']}"
-        )
+    assert set(fallbacks) <= {"entropy_graph", "old_policy"}, fallbacks
+    assert ("entropy_graph" in fallbacks) == ("ent_coef" in extra)
+    assert ours._fast_policy(ours.policy).one_hot_inputs == (env_name in ("discrete", "taxi"))  # type: ignore[union-attr]
+
+
+class CustomExtractor(FlattenExtractor):
+    """A features extractor that is not SB3's own class (it could change what the policy computes)."""
+
+
+def test_custom_extractor_falls_back():
+    """Outside the masked fast path, sb3-contrib's rollout and evaluation run (the plan says why), with its numbers."""
+    kwargs = dict(policy_kwargs=dict(features_extractor_class=CustomExtractor), **KWARGS)
+    theirs = MaskablePPO("MlpPolicy", make_env("multidiscrete"), **kwargs).learn(2 * KWARGS["n_steps"])
+    ours = MaskablePPOVariant("MlpPolicy", make_env("multidiscrete"), **kwargs).learn(2 * KWARGS["n_steps"])
+    assert_same_training_state(ours, theirs)
+    fallbacks = ours.fast_path.fallbacks()
+    assert fallbacks["policy_evaluation"] == "features extractor other than FlattenExtractor"
+    assert fallbacks["rollout_loop"] == f"sb3-contrib's MaskablePPO.collect_rollouts (masks): {fallbacks['policy_evaluation']}"
 
 
 def test_predict_with_masks_matches_maskable_ppo():

@@ -295,6 +295,29 @@ def test_fast_evaluation_unsupported_cases():
     handle.remove()
 
 
+@pytest.mark.parametrize("n", [7, 80, 500])
+@pytest.mark.parametrize("batch", [1, 8, 256])
+def test_one_hot_linear_is_linear_of_one_hot_rows(n, batch):
+    """
+    A first linear layer on one-hot Discrete observations, as fast_policy computes it (the weight's columns gathered;
+    addmm's gradients from the one-hot rows), gives bitwise F.linear's outputs and weight and bias gradients.
+    """
+    generator = th.Generator().manual_seed(n + batch)
+    weight = (0.3 * th.randn(64, n, generator=generator)).requires_grad_()
+    bias = (0.1 * th.randn(64, generator=generator)).requires_grad_()
+    indices = th.randint(0, n, (batch,), generator=generator)
+    rows = th.nn.functional.one_hot(indices, n).float()
+    output_grad = th.randn(batch, 64, generator=generator)
+    expected = th.nn.functional.linear(rows, weight, bias)
+    fast = fast_policy._one_hot_linear(fast_policy.OneHot(indices, rows), weight, bias)
+    assert th.equal(fast, expected)
+    with th.no_grad():  # the rollout's form: no rows
+        assert th.equal(fast_policy._one_hot_linear(fast_policy.OneHot(indices, None), weight, bias), expected)
+    expected_grads = th.autograd.grad(th.tanh(expected), (weight, bias), output_grad)
+    fast_grads = th.autograd.grad(th.tanh(fast), (weight, bias), output_grad)
+    assert all(th.equal(a, b) for a, b in zip(fast_grads, expected_grads, strict=True))
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_adam_kernels_do_not_depend_on_position(seed):
     """
