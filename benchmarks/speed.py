@@ -136,7 +136,7 @@ def select_setups(setups: dict[str, Any], names: list[str] | None) -> dict[str, 
     return {name: setup for name, setup in setups.items() if name in names}
 
 
-def contrib_main(repeats: int, scale: float, names: list[str] | None = None) -> None:
+def contrib_main(repeats: int, scale: float, names: list[str] | None = None, results_name: str = "speed_contrib") -> None:
     """Each contrib variant (clip and the KL objectives) against its sb3-contrib counterpart, interleaved."""
     order = random.Random(0)
     setups = select_setups(contrib_setups(), names)
@@ -159,7 +159,7 @@ def contrib_main(repeats: int, scale: float, names: list[str] | None = None) -> 
                 cpu_seconds[name][variant].append(time.process_time() - cpu_start)
                 steps_per_second = steps[name] / seconds[name][variant][-1]
                 print(f"repeat {repeat} {name:32s} {variant:14s} {steps_per_second:7.0f} steps/s", flush=True)
-    contrib_report(repeats, scale, setups, steps, seconds, cpu_seconds)
+    contrib_report(repeats, scale, setups, steps, seconds, cpu_seconds, results_name)
 
 
 def contrib_report(
@@ -169,13 +169,17 @@ def contrib_report(
     steps: dict[str, int],
     seconds: dict[str, dict[str, list[float]]],
     cpu_seconds: dict[str, dict[str, list[float]]],
+    results_name: str = "speed_contrib",
 ) -> None:
-    """``results/speed_contrib.{json,md}``: steps/s and the medians of the within-repeat time ratios."""
+    """``results/<results_name>.{json,md}``: steps/s and the medians of the within-repeat time ratios."""
     results: dict[str, Any] = {"repeats": repeats, "scale": scale, "versions": contrib_versions(), "envs": {}}
     lines = [
         "# Speed: MaskablePPOVariant / RecurrentPPOVariant / MaskableRecurrentPPOVariant vs sb3-contrib",
         "",
-        f"`python benchmarks/speed.py --suite contrib --repeats {repeats} --scale {scale}`; 1 torch thread; runs "
+        f"`python benchmarks/speed.py --suite contrib --repeats {repeats} --scale {scale:g}"
+        + "".join(f' --setups "{name}"' if index == 0 else f' "{name}"' for index, name in enumerate(setups))
+        + (f" --results {results_name}" if results_name != "speed_contrib" else "")
+        + "`; 1 torch thread; runs "
         "interleaved in one process; steps/s from the median wall-clock of `learn()`; each ratio is the median over "
         "repeats of the ratio within a repeat (wall-clock, and process CPU time).",
         "",
@@ -205,7 +209,7 @@ def contrib_report(
                 f"{cpu[reference][variant]:.3f} | {cpu['clip'][variant]:.3f} |"
             )
     lines += ["", f"Versions: {results['versions']}", ""]
-    save_results("speed_contrib", results, "\n".join(lines))
+    save_results(results_name, results, "\n".join(lines))
     print("\n".join(lines))
 
 
@@ -226,7 +230,9 @@ def main() -> None:
         default=1.0,
         help="fraction of each setup's steps to run (shorter runs on a busy machine; learn() completes whole rollouts)",
     )
-    parser.add_argument("--results", default="speed", help="the PPO suite's results file under benchmarks/results/")
+    parser.add_argument(
+        "--results", help="results file under benchmarks/results/ (default: speed, or speed_contrib for --suite contrib)"
+    )
     parser.add_argument(
         "--setups",
         nargs="+",
@@ -237,7 +243,7 @@ def main() -> None:
     setups = {env_id: (hyperparams, max(1, round(steps * args.scale))) for env_id, (hyperparams, steps) in SETUPS.items()}
     th.set_num_threads(1)  # one core per run, as SB3 recommends for MLP policies on CPU
     if args.suite == "contrib":
-        contrib_main(args.repeats, args.scale, args.setups)
+        contrib_main(args.repeats, args.scale, args.setups, args.results or "speed_contrib")
         return
     speed_variants = [v for v in (*SPEED_VARIANTS, *EXTRA_VARIANTS) if v in {"sb3_ppo", "clip", *args.variants}]
     order = random.Random(0)
@@ -305,7 +311,7 @@ def main() -> None:
                 f"{update[variant]:.2f} | {same_rollout[variant]:.3f} |"
             )
     lines += ["", f"Versions: {results['versions']}", ""]
-    save_results(args.results, results, "\n".join(lines))
+    save_results(args.results or "speed", results, "\n".join(lines))
     print("\n".join(lines))
 
 
