@@ -66,6 +66,23 @@ def _has_module_hooks(policy: nn.Module) -> bool:
     )
 
 
+def extractors_unsupported_reason(policy: Any) -> str | None:
+    """
+    Why the fast forward cannot stand in for ``policy``'s feature extraction, or ``None``: only SB3's
+    ``FlattenExtractor`` (shared or separate actor/critic extractors) followed by SB3's ``MlpExtractor``.
+    """
+    extractors = (
+        [policy.features_extractor]
+        if policy.share_features_extractor
+        else [policy.pi_features_extractor, policy.vf_features_extractor]
+    )
+    if any(type(extractor) is not FlattenExtractor for extractor in extractors):
+        return "features extractor other than FlattenExtractor"
+    if type(policy.mlp_extractor) is not MlpExtractor:
+        return f"mlp extractor {type(policy.mlp_extractor).__name__}"
+    return None
+
+
 def fast_policy_unsupported_reason(policy: Any, use_sde: bool) -> str | None:
     """
     Why :class:`FastActorCritic` cannot stand in for ``policy``'s own forward passes, or ``None`` when it can. The
@@ -95,15 +112,9 @@ def fast_policy_unsupported_reason(policy: Any, use_sde: bool) -> str | None:
     multi = masked and isinstance(observation_space, (spaces.MultiDiscrete, spaces.MultiBinary))
     if not (flat_box or multi or isinstance(observation_space, spaces.Discrete)):
         return f"observation space {observation_space}"
-    extractors = (
-        [policy.features_extractor]
-        if policy.share_features_extractor
-        else [policy.pi_features_extractor, policy.vf_features_extractor]
-    )
-    if any(type(extractor) is not FlattenExtractor for extractor in extractors):
-        return "features extractor other than FlattenExtractor"
-    if type(policy.mlp_extractor) is not MlpExtractor:
-        return f"mlp extractor {type(policy.mlp_extractor).__name__}"
+    reason = extractors_unsupported_reason(policy)
+    if reason is not None:
+        return reason
     distributions = _MASKED_DISTRIBUTIONS if masked else (DiagGaussianDistribution, CategoricalDistribution)
     if type(policy.action_dist) not in distributions:
         return f"action distribution {type(policy.action_dist).__name__}"

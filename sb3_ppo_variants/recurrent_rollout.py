@@ -33,14 +33,13 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.preprocessing import is_image_space
-from stable_baselines3.common.torch_layers import FlattenExtractor, MlpExtractor
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 from torch.nn import functional as F
 
 # _has_module_hooks and _clip_ufunc are the package's own helpers of the feed-forward fast loop (same checks, same
 # ufunc), shared rather than copied.
-from sb3_ppo_variants.fast_policy import FastActorCritic, _has_module_hooks
+from sb3_ppo_variants.fast_policy import FastActorCritic, _has_module_hooks, extractors_unsupported_reason
 from sb3_ppo_variants.rollout import _clip_ufunc
 
 #: an LSTM's (hidden, cell) states, each (n_layers, n_envs, hidden size), as sb3-contrib's RNNStates holds them
@@ -78,15 +77,9 @@ def lstm_policy_unsupported_reason(policy: Any, use_sde: bool, policies: tuple[t
     observation_space = policy.observation_space
     if not isinstance(observation_space, spaces.Box) or (policy.normalize_images and is_image_space(observation_space)):
         return f"observation space {observation_space} (only non-image Box)"
-    extractors = (
-        [policy.features_extractor]
-        if policy.share_features_extractor
-        else [policy.pi_features_extractor, policy.vf_features_extractor]
-    )
-    if any(type(extractor) is not FlattenExtractor for extractor in extractors):
-        return "features extractor other than FlattenExtractor"
-    if type(policy.mlp_extractor) is not MlpExtractor:
-        return f"mlp extractor {type(policy.mlp_extractor).__name__}"
+    reason = extractors_unsupported_reason(policy)
+    if reason is not None:
+        return reason
     for lstm in (policy.lstm_actor, policy.lstm_critic):
         reason = None if lstm is None else _lstm_unsupported_reason(lstm)
         if reason is not None:
