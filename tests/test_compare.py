@@ -139,7 +139,7 @@ def test_tiny_grid_end_to_end(tiny_study):
     assert "python -m sb3_ppo_variants compare --envs CartPole-v1 --objectives clip:0.2 none" in report
     assert f"Hyperparameters: `{hyperparams}`\n" in report
     assert "random policy = mean return of 20 uniformly random episodes" in report  # --random-episodes, not 100
-    for name in ("learning_curves", "curves_CartPole-v1", "normalized_scores", "aggregate_metrics"):
+    for name in ("learning_curves", "curves_CartPole-v1", "aggregate_metrics"):
         png = out / "plots" / f"{name}.png"
         assert png.read_bytes()[:8] == PNG_MAGIC and f"(plots/{name}.png)" in report
         import matplotlib.image
@@ -165,7 +165,7 @@ def test_report_only_and_changed_settings(tiny_study, capsys):
     # Same table (the report's time stamp aside), plots back, results untouched.
     table = [line for line in report.splitlines() if line.startswith("|")]
     assert [line for line in (out / "report.md").read_text().splitlines() if line.startswith("|")] == table
-    assert len(list((out / "plots").glob("*.png"))) == 4
+    assert len(list((out / "plots").glob("*.png"))) == 3  # learning_curves, curves_CartPole-v1, aggregate_metrics
     # The same grid with another budget in the same folder is refused before running anything.
     assert main(tiny_args(hyperparams, out, "--timesteps", "1024")) == 2
     assert "made with other settings" in capsys.readouterr().err

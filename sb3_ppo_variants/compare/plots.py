@@ -1,6 +1,6 @@
 """
 Figures of the report (matplotlib, rliable's plotting helpers): learning curves per env (mean across seeds with a 95%
-stratified-bootstrap band, one line per method), normalised scores per method, and rliable's aggregate metrics.
+stratified-bootstrap band, one line per method) and rliable's aggregate metrics of the normalised scores.
 Each figure is written atomically as a PNG.
 """
 
@@ -127,49 +127,6 @@ def learning_curve_figures(
     overview.tight_layout(rect=(0, 0.04 + 0.03 * math.ceil(len(unique) / 6), 1, 1))
     figures["learning_curves"] = overview
     return figures
-
-
-def normalized_score_figure(
-    methods: Sequence[Method],
-    values: dict[str, float],
-    intervals: dict[str, tuple[float, float]],
-    paper: dict[str, float],
-    colors: dict[str, Any],
-) -> Figure:
-    """
-    Horizontal bars of each method's average normalised score (the table's value) with its 95% bootstrap CI, and the
-    paper's published Table 1 score as a marker where there is one.
-    """
-    shown = [method for method in methods if method.label in values]
-    figure, axis = plt.subplots(figsize=(7, 0.42 * len(shown) + 1.2))
-    positions = np.arange(len(shown))[::-1]
-    for position, method in zip(positions, shown, strict=True):
-        value = values[method.label]
-        error = None
-        if method.label in intervals:
-            low, high = intervals[method.label]
-            error = [[max(value - low, 0.0)], [max(high - value, 0.0)]]
-        axis.barh(position, value, color=colors[method.label], xerr=error, capsize=3, height=0.7)
-    paper_rows = [
-        (position, paper[method.label]) for position, method in zip(positions, shown, strict=True) if method.label in paper
-    ]
-    if paper_rows:
-        axis.scatter(
-            [value for _, value in paper_rows],
-            [position for position, _ in paper_rows],
-            marker="D",
-            color="black",
-            zorder=3,
-            label="paper (Table 1)",
-        )
-        axis.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    axis.set_yticks(positions, [method.label for method in shown])
-    axis.axvline(0, color="grey", linewidth=0.8)
-    axis.axvline(1, color="grey", linewidth=0.8, linestyle=":")
-    axis.set_xlabel("average normalised score (random = 0, best run = 1); 95% CI")
-    axis.spines[["top", "right"]].set_visible(False)
-    figure.tight_layout()
-    return figure
 
 
 def aggregate_figure(

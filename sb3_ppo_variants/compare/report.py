@@ -207,16 +207,10 @@ def _write_plots(data: ReportData, reps: int) -> list[str]:
     # Fewer resamples for the many pointwise curve intervals than for the table's.
     curves = _learning_curves(data.results)
     figures = plots.learning_curve_figures(data.envs, curves, data.methods, colors, reps=min(reps, 2000))
-    means = {label: summary.mean_normalized for label, summary in data.summaries.items()}
-    values = {label: value for label, value in means.items() if value is not None}
-    if values:
-        intervals = {label: (aggregate["Mean"][1], aggregate["Mean"][2]) for label, aggregate in data.aggregates.items()}
-        table1 = data.published["table1"]
-        figures["normalized_scores"] = plots.normalized_score_figure(data.methods, values, intervals, table1, colors)
     if data.aggregates:
         figures["aggregate_metrics"] = plots.aggregate_figure(data.aggregates, data.methods, colors)
     # Overviews first, then one learning-curve figure per env.
-    order = ["learning_curves", "normalized_scores", "aggregate_metrics"]
+    order = ["learning_curves", "aggregate_metrics"]
     written = []
     for stem, figure in sorted(figures.items(), key=lambda item: [*order, item[0]].index(item[0])):
         path = plots.save_figure(figure, data.out / storage.PLOTS / f"{stem}.png")
@@ -242,10 +236,7 @@ def _summary_row(data: ReportData, method: Method) -> dict[str, Any]:
         "diverged": summary.diverged,
         "aggregates": {name: list(values) for name, values in data.aggregates.get(method.label, {}).items()},
         "envs": {
-            env_id: {
-                "scores": summary.per_env(summary.raw, env_id),
-                "normalized": summary.per_env(summary.normalized, env_id),
-                "eval_returns": summary.per_env(summary.evaluation, env_id),
+            env_id: {  # per seed: runs.csv
                 "mean_score": _mean(summary.per_env(summary.raw, env_id)),
                 "mean_normalized": _mean(summary.per_env(summary.normalized, env_id)),
                 "mean_eval_return": _mean(summary.per_env(summary.evaluation, env_id)),
