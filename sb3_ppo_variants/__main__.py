@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     :param argv: arguments (default: ``sys.argv[1:]``)
     :return: exit code
     """
-    from sb3_ppo_variants.compare.specs import StudyError, check_requirements
+    from sb3_ppo_variants.compare.requirements import check_requirements
+    from sb3_ppo_variants.compare.specs import StudyError
 
     try:
         check_requirements()  # before importing the command: a missing package is named with the extra to install

@@ -16,7 +16,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 
 import sb3_ppo_variants
-from sb3_ppo_variants.compare.specs import REQUIRED_MODULES
+from sb3_ppo_variants.compare.requirements import REQUIRED_MODULES
 
 PACKAGE = Path(sb3_ppo_variants.__file__).parent
 SETUP_CFG = PACKAGE.parent / "setup.cfg"

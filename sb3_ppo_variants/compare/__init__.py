@@ -22,7 +22,8 @@ _EXPORTS = {
     "metrics": ("Normalization", "aggregate_intervals", "normalization_constants", "summarize"),
     "report": ("write_report",),
     "runner": ("measure_random_policy", "train_run"),
-    "specs": ("Method", "RunSpec", "StudyError", "check_requirements", "parse_method"),
+    "requirements": ("check_requirements",),
+    "specs": ("Method", "RunSpec", "StudyError", "parse_method"),
     "study": ("StudyConfig", "plan_study", "run_study"),
 }
 __all__ = sorted(name for names in _EXPORTS.values() for name in names)

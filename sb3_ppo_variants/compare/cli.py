@@ -13,7 +13,8 @@ from rich.console import Console
 from sb3_ppo_variants.compare import storage
 from sb3_ppo_variants.compare.hyperparams import ZOO_PREFIX
 from sb3_ppo_variants.compare.report import print_tables, write_report
-from sb3_ppo_variants.compare.specs import StudyError, check_requirements
+from sb3_ppo_variants.compare.requirements import check_requirements
+from sb3_ppo_variants.compare.specs import StudyError
 from sb3_ppo_variants.compare.study import RANDOM_EPISODES, StudyConfig, default_workers, run_study
 from sb3_ppo_variants.zoo.adapter import REGISTRY, ZooConfigError, evaluate_key_values, variant_keys
 

@@ -5,7 +5,6 @@ described by a :class:`RunSpec`; its fingerprint identifies a finished result so
 """
 
 import hashlib
-import importlib
 import json
 import math
 import re
@@ -41,30 +40,12 @@ PAPER_TITLES = {
     "dual_clip": "Dual clip",
     "asymmetric_clip": "Asymmetric clip",
 }
-#: Modules a study needs (the ``compare`` extra), imported before anything runs so a missing one is named at once.
-REQUIRED_MODULES = ("rl_zoo3", "optuna", "yaml", "rich", "rliable", "arch", "matplotlib")
-INSTALL_HINT = "pip install 'sb3-ppo-variants[compare]'"
-
 _NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
 _SPEC_VALUE = re.compile(rf"^(?:lin_)?{_NUMBER}$")
 
 
 class StudyError(ValueError):
     """Bad study input (unknown env, objective spec or preset, bad budget, ...), raised before any run starts."""
-
-
-def check_requirements(ray: bool = False) -> None:
-    """
-    Import every package a study needs (and Ray if it runs on a cluster), so that a missing one stops the study before
-    any run, with the extra that installs it. (arch is imported by rliable only when it computes intervals.)
-
-    :raises StudyError: naming the missing module and the extra
-    """
-    for module in (*REQUIRED_MODULES, *(("ray", "ray.util.queue") if ray else ())):
-        try:
-            importlib.import_module(module)
-        except ImportError as error:
-            raise StudyError(f"the comparison study needs {module!r} ({error}): {INSTALL_HINT}") from None
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,9 @@ from sb3_ppo_variants.compare.execution import RunLost, make_executor
 from sb3_ppo_variants.compare.hyperparams import check_hyperparams, method_hyperparams, read_entry, resolve_hyperparams_file
 from sb3_ppo_variants.compare.progress import GridProgress
 from sb3_ppo_variants.compare.report import print_tables, write_report
+from sb3_ppo_variants.compare.requirements import check_requirements
 from sb3_ppo_variants.compare.runner import measure_random_policy, versions
-from sb3_ppo_variants.compare.specs import (
-    Method,
-    RunSpec,
-    StudyError,
-    check_requirements,
-    parse_baselines,
-    parse_method,
-)
+from sb3_ppo_variants.compare.specs import Method, RunSpec, StudyError, parse_baselines, parse_method
 from sb3_ppo_variants.zoo.adapter import ZooConfigError, check_env_id, variant_keys
 
 #: Seed of the random-policy measurement (the same for every env and study).
