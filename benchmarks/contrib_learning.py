@@ -7,7 +7,9 @@ RecurrentPPO, same hyperparameters and seeds, all in one run.
 
 maskable: InvalidActionEnvDiscrete(dim=40, n_invalid_actions=30) with MaskablePPO's defaults, and Taxi-v4 with its
 info["action_mask"] (InfoActionMasker). recurrent: CartPoleNoVel-v1 and PendulumNoVel-v1 with rl-zoo's ppo_lstm.yml
-hyperparameters and budget (100k steps; VecNormalize as rl-zoo). Every variant gets the same budget.
+hyperparameters and budget (100k steps; VecNormalize as rl-zoo), plus for the variants the objective keys that the
+package's ppo_lstm_variant.yml adds to rl-zoo's entry (PendulumNoVel-v1's kl_target). Every variant gets the same
+budget.
 The figure of a run is its mean deterministic evaluation return over 10 episodes after training (with the action
 masks for the maskable suite; unnormalised returns from the Monitor wrapper). Target: the clip objective equal to
 sb3-contrib's algorithm seed by seed (identical or float noise), KL objectives within noise.
@@ -24,7 +26,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
-from common import CONTRIB_VARIANTS, contrib_versions, make_contrib_model, save_results, zoo_hyperparams
+from common import (
+    CONTRIB_VARIANTS,
+    contrib_versions,
+    make_contrib_model,
+    package_hyperparams,
+    save_results,
+    zoo_hyperparams,
+)
 from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_ppo_variants.atomic import atomic_write
@@ -60,6 +69,15 @@ def setups() -> dict[str, tuple[str, Any, dict[str, Any], int]]:
         "CartPoleNoVel-v1": ("recurrent", "CartPoleNoVel-v1", zoo_hyperparams("CartPoleNoVel-v1", "ppo_lstm.yml"), 100_000),
         "PendulumNoVel-v1": ("recurrent", "PendulumNoVel-v1", zoo_hyperparams("PendulumNoVel-v1", "ppo_lstm.yml"), 100_000),
     }
+
+
+def package_objective_keys(name: str) -> dict[str, Any]:
+    """
+    The objective keys that the package's ``ppo_lstm_variant.yml`` entry of ``name`` sets beside rl-zoo's entry
+    (``kl_target`` of PendulumNoVel-v1): the variants run with them, RecurrentPPO (which does not take them) without.
+    """
+    entry = package_hyperparams("ppo_lstm_variant", name)
+    return {key: entry[key] for key in ("kl_coef", "kl_target") if key in entry}
 
 
 def evaluate(model, family: str) -> float:
@@ -108,6 +126,8 @@ def run(
         return pickle.loads(cached.read_bytes())
     th.set_num_threads(1)
     family, env_fn, hyperparams, timesteps = setups()[name]
+    if family == "recurrent" and variant != CONTRIB_VARIANTS[family][0]:
+        hyperparams = {**hyperparams, **package_objective_keys(name)}
     model = make_contrib_model(family, variant, env_fn, hyperparams, seed=seed)
     curve = TrainingCurve()
     cpu_start = time.process_time()
@@ -222,7 +242,12 @@ def main() -> None:
         "",
         "Budgets (the same for every variant): InvalidActionEnvDiscrete 6,144 steps (3 updates, MaskablePPO defaults) "
         "and Taxi-v4 51,200 (25 updates; ~100k are needed to solve it), cut to fit a shared 2-core machine; "
-        "CartPoleNoVel-v1 and PendulumNoVel-v1 100,000 with rl-zoo's ppo_lstm.yml hyperparameters (its budget).",
+        "CartPoleNoVel-v1 and PendulumNoVel-v1 100,000 with rl-zoo's ppo_lstm.yml hyperparameters (its budget); the "
+        "variants also take the objective keys of the package's ppo_lstm_variant.yml entry: "
+        + ", ".join(
+            f"{name} {keys}" for name in returns if setups()[name][0] == "recurrent" and (keys := package_objective_keys(name))
+        )
+        + " (adaptive_kl's d_targ elsewhere: the paper's 0.01).",
         "",
         f"Versions: {contrib_versions()}",
         "",

@@ -8,7 +8,7 @@ from sb3_ppo_variants.compare import RunSpec, train_run
 from sb3_ppo_variants.compare.hyperparams import method_hyperparams
 from sb3_ppo_variants.compare.specs import parse_baselines, parse_method
 from sb3_ppo_variants.zoo.adapter import REGISTRY, variant_keys
-from sb3_ppo_variants.zoo.exp_manager import default_hyperparams_file
+from sb3_ppo_variants.zoo.exp_manager import default_hyperparams_file, zoo_hyperparams_file
 
 #: (algo, env, extra rl-zoo arguments, tiny hyperparameters)
 CASES = {
@@ -30,6 +30,17 @@ def test_every_variant_is_registered_with_its_baselines_and_file():
         entries = yaml.safe_load(default_hyperparams_file(key).read_text())
         assert all(entry.get("objective") == "clip" for entry in entries.values()), key
         assert REGISTRY[key].load().__name__ == REGISTRY[key].title
+
+
+def test_recurrent_entries_are_rl_zoo_ppo_lstm_plus_objective():
+    """Each ppo_lstm_variant.yml entry is rl-zoo's ppo_lstm.yml entry with `objective: clip` and the documented changes."""
+    shipped = yaml.safe_load(default_hyperparams_file("ppo_lstm_variant").read_text())
+    zoo = yaml.safe_load(zoo_hyperparams_file("ppo_lstm").read_text())
+    # default: RecurrentPPO's MLP policy is 'MlpLstmPolicy'; PendulumNoVel-v1: adaptive_kl's d_targ at clip's step
+    changes = {"default": {"policy": "MlpLstmPolicy"}, "PendulumNoVel-v1": {"kl_target": 0.1}}
+    assert set(shipped) == set(zoo)
+    for key, entry in shipped.items():
+        assert entry == {**zoo[key], "objective": "clip", **changes.get(key, {})}, key
 
 
 @pytest.mark.slow
