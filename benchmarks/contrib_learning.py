@@ -117,6 +117,39 @@ def curve_at(points: list[tuple[int, float]], fraction: float, budget: int) -> f
     return values[-1] if values else float("nan")
 
 
+def same_learning_lines(results: dict[str, Any]) -> list[str]:
+    """
+    Welch's t-test of equal means, per env: clip against sb3-contrib's algorithm, every other objective against clip,
+    on the final evaluation returns and on the training return at the end of the budget (p above 0.05: within noise).
+    """
+    from scipy.stats import ttest_ind
+
+    lines = [
+        "",
+        "Within noise? Welch's t-test p-values over the seeds: clip against sb3-contrib's algorithm, every other "
+        "objective against clip (evaluation after training; last-100-episode training return at 100%).",
+        "",
+        "| env | variant | against | p (evaluation) | p (training, 100%) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, env in results["envs"].items():
+        variants = env["variants"]
+        reference = CONTRIB_VARIANTS[env["family"]][0]
+        for variant in variants:
+            against = reference if variant == "clip" else "clip"
+            if variant == reference or len(variants[variant]["returns"]) < 2:
+                continue
+            p_values = [
+                ttest_ind(ours, theirs, equal_var=False).pvalue
+                for ours, theirs in (
+                    (variants[variant]["returns"], variants[against]["returns"]),
+                    (variants[variant]["training_curve"]["1"], variants[against]["training_curve"]["1"]),
+                )
+            ]
+            lines.append(f"| {name} | {variant} | {against} | " + " | ".join(f"{p:.3f}" for p in p_values) + " |")
+    return lines
+
+
 def run(
     task: tuple[str, str, int, float, str | None],
 ) -> tuple[str, str, int, float, float, np.ndarray, list[tuple[int, float]]]:
@@ -237,7 +270,7 @@ def main() -> None:
                 f"| {name} | {budget} | {variant} | {per_seed} | {np.mean(values):.2f} ± {np.std(values):.2f} | "
                 f"{max(parameter_gap):.1e} | {np.mean(list(cpu[name][variant].values())):.0f} |"
             )
-    lines += curve_lines
+    lines += curve_lines + same_learning_lines(results)
     lines += [
         "",
         "Budgets (the same for every variant): InvalidActionEnvDiscrete 6,144 steps (3 updates, MaskablePPO defaults) "
