@@ -83,6 +83,22 @@ def extractors_unsupported_reason(policy: Any) -> str | None:
     return None
 
 
+def heads_unsupported_reason(policy: Any, distributions: tuple[type, ...]) -> str | None:
+    """
+    Why the fast forward cannot stand in for ``policy``'s heads, or ``None``: an action distribution of one of the
+    ``distributions`` classes (a Gaussian not squashed), ``nn.Linear`` action and value heads, no module hooks.
+    """
+    if type(policy.action_dist) not in distributions:
+        return f"action distribution {type(policy.action_dist).__name__}"
+    if isinstance(policy.action_space, spaces.Box) and policy.squash_output:
+        return "squashed actions"
+    if not (isinstance(policy.action_net, nn.Linear) and isinstance(policy.value_net, nn.Linear)):
+        return "action or value head other than nn.Linear"
+    if _has_module_hooks(policy):
+        return "module hooks on the policy"
+    return None
+
+
 def fast_policy_unsupported_reason(policy: Any, use_sde: bool) -> str | None:
     """
     Why :class:`FastActorCritic` cannot stand in for ``policy``'s own forward passes, or ``None`` when it can. The
@@ -115,16 +131,9 @@ def fast_policy_unsupported_reason(policy: Any, use_sde: bool) -> str | None:
     reason = extractors_unsupported_reason(policy)
     if reason is not None:
         return reason
-    distributions = _MASKED_DISTRIBUTIONS if masked else (DiagGaussianDistribution, CategoricalDistribution)
-    if type(policy.action_dist) not in distributions:
-        return f"action distribution {type(policy.action_dist).__name__}"
-    if isinstance(policy.action_space, spaces.Box) and policy.squash_output:
-        return "squashed actions"
-    if not (isinstance(policy.action_net, nn.Linear) and isinstance(policy.value_net, nn.Linear)):
-        return "action or value head other than nn.Linear"
-    if _has_module_hooks(policy):
-        return "module hooks on the policy"
-    return None
+    return heads_unsupported_reason(
+        policy, _MASKED_DISTRIBUTIONS if masked else (DiagGaussianDistribution, CategoricalDistribution)
+    )
 
 
 def _layers(net: nn.Sequential) -> list[Layer]:

@@ -37,9 +37,8 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 from torch.nn import functional as F
 
-# _has_module_hooks and _clip_ufunc are the package's own helpers of the feed-forward fast loop (same checks, same
-# ufunc), shared rather than copied.
-from sb3_ppo_variants.fast_policy import FastActorCritic, _has_module_hooks, extractors_unsupported_reason
+# _clip_ufunc is the package's own helper of the feed-forward fast loop (the same ufunc), shared rather than copied.
+from sb3_ppo_variants.fast_policy import FastActorCritic, extractors_unsupported_reason, heads_unsupported_reason
 from sb3_ppo_variants.rollout import _clip_ufunc
 
 #: an LSTM's (hidden, cell) states, each (n_layers, n_envs, hidden size), as sb3-contrib's RNNStates holds them
@@ -86,16 +85,9 @@ def lstm_policy_unsupported_reason(policy: Any, use_sde: bool, policies: tuple[t
             return reason
     if policy.critic is not None and type(policy.critic) is not nn.Linear:
         return f"critic {type(policy.critic).__name__} (only nn.Linear)"
-    distributions = (DiagGaussianDistribution, CategoricalDistribution, MaskableCategoricalDistribution)
-    if type(policy.action_dist) not in distributions:
-        return f"action distribution {type(policy.action_dist).__name__}"
-    if isinstance(policy.action_space, spaces.Box) and policy.squash_output:
-        return "squashed actions"
-    if not (isinstance(policy.action_net, nn.Linear) and isinstance(policy.value_net, nn.Linear)):
-        return "action or value head other than nn.Linear"
-    if _has_module_hooks(policy):
-        return "module hooks on the policy"
-    return None
+    return heads_unsupported_reason(
+        policy, (DiagGaussianDistribution, CategoricalDistribution, MaskableCategoricalDistribution)
+    )
 
 
 def plan_recurrent_rollout(
